@@ -1,0 +1,219 @@
+"""The public facade: ``Attributor(...).attribute(question, documents, answer)``."""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+from . import methods
+from .methods import Drops, Problem
+from .models import LoadedModel, load_model
+from .prompt import DEFAULT_TEMPLATE, TokenizedText, check_template, render
+from .results import AnswerSentence, AttributionResult, SpanScore
+from .scorer import Scorer
+from .spans import Document, split_sentences
+
+Method = Literal["naive", "exact", "hierarchical", "pruned"]
+ModelSpec = str | os.PathLike | LoadedModel | None
+
+
+def as_documents(documents: Sequence[Document | str]) -> list[Document]:
+    """Validate ``documents`` (``Document`` objects or plain strings)."""
+    if isinstance(documents, (str, Document)) or not isinstance(documents, Sequence):
+        raise TypeError("documents must be a list of Document objects or strings")
+    if not documents:
+        raise ValueError("no documents: attribution needs at least one")
+    result = []
+    for index, document in enumerate(documents):
+        if isinstance(document, str):
+            document = Document(text=document)
+        elif not isinstance(document, Document):
+            raise TypeError(f"document {index} is a {type(document).__name__}, not a Document or str")
+        if not document.text.strip():
+            raise ValueError(f"document {index} is empty")
+        result.append(document)
+    return result
+
+
+def _check_text(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{name} is empty")
+    return value
+
+
+class Attributor:
+    """Leave-one-out context attribution of RAG answers with a local (proxy) language model.
+
+    ``model``: Hugging Face id or local path (default: the embedded SmolLM2-135M-Instruct).
+    ``target``: an optional larger model that rescores the proxy's best sentences
+    (``method="pruned"``). ``prompt_template``: the user message, with ``{context}`` and
+    ``{question}``; the tokenizer's chat template wraps it. Calls are serialised by a lock, so
+    one instance can be shared by threads.
+    """
+
+    def __init__(
+        self,
+        model: ModelSpec = None,
+        *,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        target: ModelSpec = None,
+        prompt_template: str = DEFAULT_TEMPLATE,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ):
+        check_template(prompt_template)
+        self._proxy = load_model(model, device, dtype)
+        self._target = load_model(target, device, dtype) if target is not None else None
+        self.prompt_template = prompt_template
+        self._scorers = {id(m): Scorer(m.model, batch_size, progress) for m in (self._proxy, self._target) if m}
+        self._lock = threading.Lock()
+
+    @property
+    def model(self):
+        return self._proxy.model
+
+    @property
+    def tokenizer(self):
+        return self._proxy.tokenizer
+
+    def _problem(self, loaded: LoadedModel, question: str, documents: list[Document], answer: str) -> Problem:
+        rendered = render(question, documents, loaded.tokenizer, self.prompt_template)
+        prompt = TokenizedText.of(loaded.tokenizer, rendered.text)
+        answer_tokens = TokenizedText.of(loaded.tokenizer, answer)
+        special = set(loaded.tokenizer.all_special_ids)
+        if all(t in special for t in answer_tokens.ids):
+            raise ValueError("the answer has no tokens other than special tokens")
+        window = getattr(loaded.model.config.get_text_config(), "max_position_embeddings", None)
+        total = len(prompt.ids) + len(answer_tokens.ids)
+        if window and total > window:
+            raise ValueError(f"prompt and answer are {total} tokens, {total - window} more than {loaded.name}'s context window of {window}")
+        return Problem(self._scorers[id(loaded)], loaded.tokenizer, rendered, prompt, answer_tokens)
+
+    def attribute(
+        self,
+        question: str,
+        documents: Sequence[Document | str],
+        answer: str,
+        method: Method = "hierarchical",
+        keep_documents: int = 2,
+        keep_sentences: int = 5,
+    ) -> AttributionResult:
+        """Score every document and sentence by how much the answer's log-probability drops
+        without it. ``hierarchical`` scores sentences of the top ``keep_documents`` only;
+        ``pruned`` needs a ``target``."""
+        _check_text("question", question)
+        _check_text("answer", answer)
+        documents = as_documents(documents)
+        if method not in ("naive", "exact", "hierarchical", "pruned"):
+            raise ValueError(f"unknown method {method!r}; choose naive, exact, hierarchical or pruned")
+        if method == "pruned" and self._target is None:
+            raise ValueError("method='pruned' needs a target model: Attributor(target=...)")
+        if keep_documents < 1 or keep_sentences < 1:
+            raise ValueError("keep_documents and keep_sentences must be at least 1")
+        with self._lock:
+            timings = {}
+            start = time.perf_counter()
+            problem = self._problem(self._proxy, question, documents, answer)
+            timings["prepare"] = time.perf_counter() - start
+            start = time.perf_counter()
+            if method == "naive":
+                drops = methods.naive(problem)
+            elif method == "exact":
+                drops = methods.exact(problem)
+            elif method == "hierarchical":
+                drops = methods.hierarchical(problem, keep_documents)
+            else:
+                target = self._problem(self._target, question, documents, answer)
+                drops = methods.pruned(problem, target, keep_sentences)
+            timings["score"] = time.perf_counter() - start
+        return self._result(method, problem, drops, answer, timings)
+
+    def _result(self, method: str, problem: Problem, drops: Drops, answer: str, timings: dict[str, float]) -> AttributionResult:
+        rendered = problem.rendered
+
+        def spans(drop_of: dict[int, torch.Tensor], kind: str, tokens: slice) -> list[SpanScore]:
+            prompt_spans = rendered.document_spans if kind == "document" else rendered.sentence_spans
+            out = []
+            for i, (prompt_start, prompt_end) in enumerate(prompt_spans):
+                if kind == "document":
+                    doc_index, start, end = i, 0, len(rendered.documents[i].text)
+                else:
+                    sentence = rendered.sentences[i]
+                    doc_index, start, end = sentence.doc_index, sentence.start, sentence.end
+                document = rendered.documents[doc_index]
+                score = float(drop_of[i][tokens].sum()) if i in drop_of else None
+                out.append(
+                    SpanScore(
+                        doc_index=doc_index,
+                        doc_id=document.id or str(doc_index),
+                        text=document.text[start:end],
+                        start=start,
+                        end=end,
+                        prompt_start=prompt_start,
+                        prompt_end=prompt_end,
+                        score=score,
+                    )
+                )
+            return out
+
+        everything = slice(None)
+        answer_sentences = []
+        claims = split_sentences(answer) or [(0, len(answer))]
+        token_claims = _token_claims(drops.answer_offsets, claims)
+        for c, (start, end) in enumerate(claims):
+            tokens = [t for t, owner in enumerate(token_claims) if owner == c]
+            own = slice(tokens[0], tokens[-1] + 1) if tokens else slice(0, 0)
+            answer_sentences.append(
+                AnswerSentence(
+                    text=answer[start:end],
+                    start=start,
+                    end=end,
+                    documents=spans(drops.documents, "document", own),
+                    sentences=spans(drops.sentences, "sentence", own),
+                )
+            )
+        return AttributionResult(
+            method=method,
+            model=self._proxy.name,
+            target=self._target.name if method == "pruned" else None,
+            prompt=rendered.text,
+            answer=answer,
+            full_logprob=float(drops.full.sum()),
+            documents=spans(drops.documents, "document", everything),
+            sentences=spans(drops.sentences, "sentence", everything),
+            answer_sentences=answer_sentences,
+            timings=timings,
+        )
+
+    @torch.inference_mode()
+    def generate(self, question: str, documents: Sequence[Document | str], max_new_tokens: int = 48) -> str:
+        """Greedy answer of the (proxy) model to the same prompt that ``attribute`` scores."""
+        _check_text("question", question)
+        loaded = self._proxy
+        rendered = render(question, as_documents(documents), loaded.tokenizer, self.prompt_template)
+        ids = torch.tensor([TokenizedText.of(loaded.tokenizer, rendered.text).ids], device=loaded.model.device)
+        with self._lock:
+            out = loaded.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=loaded.tokenizer.pad_token_id or loaded.tokenizer.eos_token_id,
+            )
+        return loaded.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+
+
+def _token_claims(offsets: list[tuple[int, int]], claims: list[tuple[int, int]]) -> list[int]:
+    """The answer sentence each answer token belongs to: the last one starting at or before
+    the token's last character (a token's leading space belongs to the sentence after it)."""
+    starts = [start for start, _ in claims]
+    return [max(bisect.bisect_right(starts, max(s, e - 1)) - 1, 0) for s, e in offsets]

@@ -1,0 +1,129 @@
+"""Attribution methods: small functions over a scorer and a prepared problem.
+
+Each returns ``Drops``: per answer-token log-prob drops of every span it scored, so that a
+span's score is the sum of its drops and an answer sentence's score the sum over its tokens.
+Ablations delete characters and re-tokenize (about a millisecond); deleting token ranges
+instead would keep the space that byte-level BPE glues to a sentence's first token and move
+scores by up to 0.4 nats.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+import torch
+
+from .prompt import RenderedPrompt, TokenizedText
+from .scorer import Scorer
+
+Span = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One question, documents and answer, rendered and tokenized for one model."""
+
+    scorer: Scorer
+    tokenizer: object
+    rendered: RenderedPrompt
+    prompt: TokenizedText
+    answer: TokenizedText
+
+
+@dataclass
+class Drops:
+    """Per answer-token log-prob drops (``full - ablated``) of each scored span."""
+
+    full: torch.Tensor
+    answer_offsets: list[tuple[int, int]]
+    documents: dict[int, torch.Tensor] = field(default_factory=dict)
+    sentences: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+def cut(text: str, spans: list[Span]) -> str:
+    """``text`` without the character spans ``spans`` (sorted, disjoint)."""
+    kept, cursor = [], 0
+    for start, end in sorted(spans):
+        kept.append(text[cursor:start])
+        cursor = end
+    return "".join(kept) + text[cursor:]
+
+
+def _shift(spans: list[Span], removed: list[Span]) -> list[Span]:
+    """Character spans moved to their place in the text without ``removed``."""
+
+    def at(position: int) -> int:
+        return position - sum(min(end, position) - start for start, end in removed if start < position)
+
+    return [(at(start), at(end)) for start, end in spans]
+
+
+def _loo(problem: Problem, spans: list[Span], removed: list[Span] = (), naive: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Drop of each span on the prompt without ``removed``, relative to that prompt."""
+    text = cut(problem.rendered.text, list(removed))
+    tokens = lambda t: TokenizedText.of(problem.tokenizer, t).ids  # noqa: E731
+    base = problem.prompt.ids if not removed else tokens(text)
+    ablations = [tokens(cut(text, [span])) for span in _shift(spans, list(removed))]
+    full, ablated = (problem.scorer.naive_loo if naive else problem.scorer.loo)(base, problem.answer.ids, ablations)
+    return full, [full - row for row in ablated]
+
+
+def _top(scores: dict[int, torch.Tensor], k: int) -> list[int]:
+    return heapq.nlargest(k, scores, key=lambda i: float(scores[i].sum()))
+
+
+def _documents_and_sentences(problem: Problem, naive: bool = False) -> Drops:
+    rendered = problem.rendered
+    n_docs = len(rendered.document_spans)
+    full, drops = _loo(problem, rendered.document_spans + rendered.sentence_spans, naive=naive)
+    return Drops(
+        full,
+        problem.answer.offsets,
+        documents=dict(enumerate(drops[:n_docs])),
+        sentences=dict(enumerate(drops[n_docs:])),
+    )
+
+
+def naive(problem: Problem) -> Drops:
+    """The reference: every ablated prompt re-rendered, re-tokenized, one uncached forward
+    through the model's own head."""
+    return _documents_and_sentences(problem, naive=True)
+
+
+def exact(problem: Problem) -> Drops:
+    """LOO of every document and every sentence, prefix-cached."""
+    return _documents_and_sentences(problem)
+
+
+def sentence_loo(problem: Problem, keep: list[int] | None = None) -> Drops:
+    """LOO of the sentences in ``keep`` (all by default) on the prompt without the other
+    sentences, relative to that pruned prompt."""
+    spans = problem.rendered.sentence_spans
+    keep = list(range(len(spans))) if keep is None else keep
+    removed = [span for i, span in enumerate(spans) if i not in set(keep)]
+    full, drops = _loo(problem, [spans[i] for i in keep], removed)
+    return Drops(full, problem.answer.offsets, sentences=dict(zip(keep, drops)))
+
+
+def hierarchical(problem: Problem, keep_documents: int) -> Drops:
+    """Document LOO, then sentence LOO inside the top ``keep_documents`` documents only, on the
+    prompt pruned to those documents."""
+    rendered = problem.rendered
+    full, doc_drops = _loo(problem, rendered.document_spans)
+    documents = dict(enumerate(doc_drops))
+    kept = set(_top(documents, keep_documents))
+    removed = [span for i, span in enumerate(rendered.document_spans) if i not in kept]
+    sentence_ids = [i for i, s in enumerate(rendered.sentences) if s.doc_index in kept]
+    _, sent_drops = _loo(problem, [rendered.sentence_spans[i] for i in sentence_ids], removed)
+    return Drops(full, problem.answer.offsets, documents=documents, sentences=dict(zip(sentence_ids, sent_drops)))
+
+
+def pruned(proxy: Problem, target: Problem, keep_sentences: int) -> Drops:
+    """The proxy's sentence LOO keeps the top ``keep_sentences`` sentences; the target rescores
+    them on the context pruned to them (AttriBoT's proxy pruning). ``full`` stays the proxy's
+    log-prob of the answer given the full prompt, the prompt the result reports."""
+    proxy_drops = sentence_loo(proxy)
+    drops = sentence_loo(target, _top(proxy_drops.sentences, keep_sentences))
+    drops.full = proxy_drops.full
+    return drops

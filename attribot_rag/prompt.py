@@ -1,0 +1,100 @@
+"""Render the prompt once, with the character span of every document and sentence, and map
+those spans to token ranges of the once-tokenized prompt."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from .spans import Document, Sentence, document_sentences
+
+DEFAULT_TEMPLATE = (
+    "Answer the question using the documents below. Be brief.\n\n{context}Question: {question}"
+)
+PLAIN_ANSWER_CUE = "\n\nAnswer:\n"
+
+
+def _document_block(number: int, document: Document) -> tuple[str, int]:
+    """The rendered block of one document and the offset of its text inside the block."""
+    header = f"Document [{number}]" + (f" {document.title}" if document.title else "") + "\n"
+    return f"{header}{document.text}\n\n", len(header)
+
+
+def check_template(template: str) -> None:
+    for field in ("{context}", "{question}"):
+        if template.count(field) != 1:
+            raise ValueError(f"prompt_template must contain {field} exactly once: {template!r}")
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """The prompt text and where each document block and sentence lies in it."""
+
+    text: str
+    documents: list[Document]
+    document_spans: list[tuple[int, int]]
+    sentences: list[Sentence]
+    sentence_spans: list[tuple[int, int]]
+
+
+def render(question: str, documents: list[Document], tokenizer, template: str = DEFAULT_TEMPLATE) -> RenderedPrompt:
+    """Render the user message with ``template`` and the tokenizer's chat template (plain text
+    plus an answer cue when the tokenizer has none), tracking every span's offsets."""
+    check_template(template)
+    context, doc_offsets, text_offsets = "", [], []
+    for number, document in enumerate(documents, start=1):
+        block, text_offset = _document_block(number, document)
+        doc_offsets.append((len(context), len(context) + len(block)))
+        text_offsets.append(len(context) + text_offset)
+        context += block
+    before, after = template.split("{context}")
+    before = before.replace("{question}", question)
+    message = before + context + after.replace("{question}", question)
+
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+        )
+        shift = text.find(message)
+        if shift < 0:
+            raise ValueError("the chat template rewrites the user message; pass a model whose template keeps it verbatim")
+    else:
+        text, shift = message + PLAIN_ANSWER_CUE, 0
+    shift += len(before)
+
+    sentences, sentence_spans = [], []
+    for index, document in enumerate(documents):
+        for sentence in document_sentences(index, document):
+            sentences.append(sentence)
+            base = shift + text_offsets[index]
+            sentence_spans.append((base + sentence.start, base + sentence.end))
+    return RenderedPrompt(
+        text=text,
+        documents=documents,
+        document_spans=[(shift + a, shift + b) for a, b in doc_offsets],
+        sentences=sentences,
+        sentence_spans=sentence_spans,
+    )
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    """Token ids of a text with each token's character span."""
+
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+
+    @classmethod
+    def of(cls, tokenizer, text: str) -> TokenizedText:
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return cls(list(encoding["input_ids"]), [tuple(o) for o in encoding["offset_mapping"]])
+
+    def token_range(self, start: int, end: int) -> tuple[int, int]:
+        """The tokens overlapping characters ``[start, end)``: deleting them removes the span."""
+        ends = [e for _, e in self.offsets]
+        starts = [s for s, _ in self.offsets]
+        first = bisect.bisect_right(ends, start)
+        last = bisect.bisect_left(starts, end)
+        if first >= last:
+            raise ValueError(f"characters [{start}, {end}) cover no token")
+        return first, last

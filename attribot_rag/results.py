@@ -1,0 +1,101 @@
+"""Pydantic models of an attribution and its rendering as citations."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class SpanScore(BaseModel):
+    """A document or sentence of the context and its LOO score (``None``: not scored)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    doc_index: int
+    doc_id: str
+    text: str
+    start: int
+    end: int
+    prompt_start: int
+    prompt_end: int
+    score: float | None
+
+
+def _ranked(spans: list[SpanScore], k: int | None) -> list[SpanScore]:
+    scored = sorted((s for s in spans if s.score is not None), key=lambda s: s.score, reverse=True)
+    return scored[:k] if k is not None else scored
+
+
+class AnswerSentence(BaseModel):
+    """One sentence (claim) of the answer and the LOO scores of its own tokens."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    start: int
+    end: int
+    documents: list[SpanScore]
+    sentences: list[SpanScore]
+
+    def top(self, k: int | None = 3) -> list[SpanScore]:
+        return _ranked(self.sentences, k)
+
+
+class Citation(BaseModel):
+    """A numbered source sentence and the answer sentences (claims) that cite it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    number: int
+    source: SpanScore
+    claims: list[int]
+
+
+class AttributionResult(BaseModel):
+    """LOO attribution of an answer to its context; see the README for the exact contract."""
+
+    model_config = ConfigDict(frozen=True)
+
+    method: Literal["naive", "exact", "hierarchical", "pruned", "fast"]
+    model: str
+    target: str | None = None
+    prompt: str
+    answer: str
+    full_logprob: float
+    documents: list[SpanScore]
+    sentences: list[SpanScore]
+    answer_sentences: list[AnswerSentence]
+    timings: dict[str, float]
+
+    def top(self, k: int | None = 3) -> list[SpanScore]:
+        """The ``k`` highest-scoring sentences."""
+        return _ranked(self.sentences, k)
+
+    def top_documents(self, k: int | None = 3) -> list[SpanScore]:
+        return _ranked(self.documents, k)
+
+    def citations(self, per_claim: int = 1, min_score: float = 0.0) -> list[Citation]:
+        """Each answer sentence cites its ``per_claim`` best source sentences scoring above
+        ``min_score``; sources are numbered in order of first citation."""
+        numbers: dict[int, int] = {}
+        claims: dict[int, list[int]] = {}
+        for claim, answer_sentence in enumerate(self.answer_sentences):
+            # An answer sentence's spans are parallel to ``self.sentences``.
+            scored = [(s.score, i) for i, s in enumerate(answer_sentence.sentences) if s.score is not None and s.score > min_score]
+            for _, key in sorted(scored, reverse=True)[:per_claim]:
+                numbers.setdefault(key, len(numbers) + 1)
+                claims.setdefault(key, []).append(claim)
+        return [Citation(number=n, source=self.sentences[key], claims=claims[key]) for key, n in numbers.items()]
+
+    def cited_answer(self, per_claim: int = 1, min_score: float = 0.0) -> str:
+        """The answer with ``[n]`` after each sentence and a numbered list of its sources."""
+        citations = self.citations(per_claim, min_score)
+        parts, cursor = [], 0
+        for claim, answer_sentence in enumerate(self.answer_sentences):
+            markers = "".join(f"[{c.number}]" for c in citations if claim in c.claims)
+            parts.append(self.answer[cursor : answer_sentence.end] + markers)
+            cursor = answer_sentence.end
+        parts.append(self.answer[cursor:])
+        sources = [f"[{c.number}] {c.source.doc_id}: {c.source.text}" for c in citations]
+        return "".join(parts) + ("\n\nSources:\n" + "\n".join(sources) if sources else "")

@@ -1,0 +1,92 @@
+"""Documents and their sentence spans, with character offsets into each document's text."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import blingfire
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_LINES = re.compile(r"[^\r\n]+")
+
+
+class Document(BaseModel):
+    """A retrieved document.
+
+    ``sentences`` optionally gives your own sentence split; each sentence must occur in
+    ``text`` in order. With ``sentences`` and no ``text``, the text is their concatenation.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    text: str = ""
+    id: str | None = None
+    title: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    sentences: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _text_from_sentences(self) -> Document:
+        if not self.text and self.sentences:
+            self.text = "".join(self.sentences)
+        return self
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """A sentence of document ``doc_index``: ``text[start:end]`` of that document."""
+
+    doc_index: int
+    start: int
+    end: int
+
+
+def _strip(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Character spans of the sentences of ``text``, whitespace trimmed.
+
+    Blingfire does the splitting (abbreviations, decimals, CJK, offsets kept); line breaks
+    always end a sentence, since retrieved text often has headings and list items without
+    punctuation.
+    """
+    spans = []
+    for line in _LINES.finditer(text):
+        _, offsets = blingfire.text_to_sentences_and_offsets(line.group())
+        for start, end in offsets:
+            span = _strip(text, line.start() + start, line.start() + end)
+            if span[0] < span[1]:
+                spans.append(span)
+    return spans
+
+
+def locate_sentences(text: str, sentences: list[str]) -> list[tuple[int, int]]:
+    """Character spans of user-given ``sentences`` in ``text``, searched in order."""
+    spans, cursor = [], 0
+    for sentence in sentences:
+        needle = sentence.strip()
+        if not needle:
+            continue
+        start = text.find(needle, cursor)
+        if start < 0:
+            raise ValueError(f"sentence {needle[:60]!r} does not occur in the document text (in order)")
+        spans.append((start, start + len(needle)))
+        cursor = start + len(needle)
+    return spans
+
+
+def document_sentences(doc_index: int, document: Document) -> list[Sentence]:
+    """The sentence spans of one document: its own split if given, else the segmenter's."""
+    if document.sentences is not None:
+        spans = locate_sentences(document.text, document.sentences)
+    else:
+        spans = split_sentences(document.text)
+    return [Sentence(doc_index, start, end) for start, end in spans]
