@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 from .spans import Document, Sentence, document_sentences
 
+# Chosen on 20 HotpotQA questions: the embedded model answers as many correctly as with an
+# "answer using the documents below" preamble, and in one sentence instead of echoing headers.
 DEFAULT_TEMPLATE = (
-    "Answer the question using the documents below. Be brief.\n\n{context}Question: {question}"
+    "Documents:\n\n{context}Using the documents above, answer the question in one short sentence.\nQuestion: {question}"
 )
 PLAIN_ANSWER_CUE = "\n\nAnswer:\n"
 
