@@ -19,7 +19,7 @@ from .results import AnswerSentence, AttributionResult, SpanScore
 from .scorer import Scorer
 from .spans import Document, split_sentences
 
-Method = Literal["naive", "exact", "hierarchical", "pruned"]
+Method = Literal["naive", "exact", "hierarchical", "pruned", "fast"]
 ModelSpec = str | os.PathLike | LoadedModel | None
 
 
@@ -106,15 +106,19 @@ class Attributor:
         method: Method = "hierarchical",
         keep_documents: int = 2,
         keep_sentences: int = 5,
+        doc_method: Literal["exact", "fast"] = "exact",
     ) -> AttributionResult:
         """Score every document and sentence by how much the answer's log-probability drops
-        without it. ``hierarchical`` scores sentences of the top ``keep_documents`` only;
-        ``pruned`` needs a ``target``."""
+        without it. ``hierarchical`` scores sentences of the top ``keep_documents`` only (its
+        document pass exact, or frozen-context with ``doc_method="fast"``); ``pruned`` needs a
+        ``target``; ``fast`` is the experimental frozen-context estimate."""
         _check_text("question", question)
         _check_text("answer", answer)
         documents = as_documents(documents)
-        if method not in ("naive", "exact", "hierarchical", "pruned"):
-            raise ValueError(f"unknown method {method!r}; choose naive, exact, hierarchical or pruned")
+        if method not in ("naive", "exact", "hierarchical", "pruned", "fast"):
+            raise ValueError(f"unknown method {method!r}; choose naive, exact, hierarchical, pruned or fast")
+        if doc_method not in ("exact", "fast"):
+            raise ValueError(f"unknown doc_method {doc_method!r}; choose exact or fast")
         if method == "pruned" and self._target is None:
             raise ValueError("method='pruned' needs a target model: Attributor(target=...)")
         if keep_documents < 1 or keep_sentences < 1:
@@ -125,12 +129,10 @@ class Attributor:
             problem = self._problem(self._proxy, question, documents, answer)
             timings["prepare"] = time.perf_counter() - start
             start = time.perf_counter()
-            if method == "naive":
-                drops = methods.naive(problem)
-            elif method == "exact":
-                drops = methods.exact(problem)
+            if method in ("naive", "exact", "fast"):
+                drops = getattr(methods, method)(problem)
             elif method == "hierarchical":
-                drops = methods.hierarchical(problem, keep_documents)
+                drops = methods.hierarchical(problem, keep_documents, doc_method)
             else:
                 target = self._problem(self._target, question, documents, answer)
                 drops = methods.pruned(problem, target, keep_sentences)

@@ -10,6 +10,8 @@ scores by up to 0.4 nats.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
+from functools import partial
 from dataclasses import dataclass, field
 
 import torch
@@ -73,10 +75,18 @@ def _top(scores: dict[int, torch.Tensor], k: int) -> list[int]:
     return heapq.nlargest(k, scores, key=lambda i: float(scores[i].sum()))
 
 
-def _documents_and_sentences(problem: Problem, naive: bool = False) -> Drops:
+def _frozen(problem: Problem, spans: list[Span]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Frozen-context drops of each span: only the text after the last document is recomputed."""
+    prompt = problem.prompt
+    tail = prompt.token_range(*problem.rendered.document_spans[-1])[1]
+    full, ablated = problem.scorer.frozen_loo(prompt.ids, problem.answer.ids, tail, [prompt.token_range(*s) for s in spans])
+    return full, [full - row for row in ablated]
+
+
+def _documents_and_sentences(problem: Problem, loo: Callable = _loo) -> Drops:
     rendered = problem.rendered
     n_docs = len(rendered.document_spans)
-    full, drops = _loo(problem, rendered.document_spans + rendered.sentence_spans, naive=naive)
+    full, drops = loo(problem, rendered.document_spans + rendered.sentence_spans)
     return Drops(
         full,
         problem.answer.offsets,
@@ -88,7 +98,7 @@ def _documents_and_sentences(problem: Problem, naive: bool = False) -> Drops:
 def naive(problem: Problem) -> Drops:
     """The reference: every ablated prompt re-rendered, re-tokenized, one uncached forward
     through the model's own head."""
-    return _documents_and_sentences(problem, naive=True)
+    return _documents_and_sentences(problem, partial(_loo, naive=True))
 
 
 def exact(problem: Problem) -> Drops:
@@ -106,11 +116,17 @@ def sentence_loo(problem: Problem, keep: list[int] | None = None) -> Drops:
     return Drops(full, problem.answer.offsets, sentences=dict(zip(keep, drops)))
 
 
-def hierarchical(problem: Problem, keep_documents: int) -> Drops:
-    """Document LOO, then sentence LOO inside the top ``keep_documents`` documents only, on the
-    prompt pruned to those documents."""
+def fast(problem: Problem) -> Drops:
+    """Experimental frozen-context estimate of every document's and sentence's LOO."""
+    return _documents_and_sentences(problem, _frozen)
+
+
+def hierarchical(problem: Problem, keep_documents: int, doc_method: str = "exact") -> Drops:
+    """Document LOO (exact, or the frozen-context estimate with ``doc_method="fast"``), then
+    exact sentence LOO inside the top ``keep_documents`` documents only, on the prompt pruned
+    to those documents."""
     rendered = problem.rendered
-    full, doc_drops = _loo(problem, rendered.document_spans)
+    full, doc_drops = (_frozen if doc_method == "fast" else _loo)(problem, rendered.document_spans)
     documents = dict(enumerate(doc_drops))
     kept = set(_top(documents, keep_documents))
     removed = [span for i, span in enumerate(rendered.document_spans) if i not in kept]

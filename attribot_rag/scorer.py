@@ -100,15 +100,19 @@ class Scorer:
         free, _ = torch.cuda.mem_get_info(self.device)
         return max(1, min(64, int(free / 3 / (per_token * prompt_length))))
 
+    def _full(self, prompt: Sequence[int], answer: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
+        """Answer log-probs given the whole prompt, and the keys/values of that forward."""
+        cache = DynamicCache()
+        ids = torch.cat([torch.tensor(list(prompt), device=self.device), answer])[None]
+        return self._answer_logprobs(self._forward(ids, cache), [len(prompt)], answer)[0], cache
+
     @torch.inference_mode()
     def loo(self, prompt: Sequence[int], answer: Sequence[int], ablations: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Answer token log-probs given ``prompt`` (shape ``[A]``) and given each ablated prompt
         (shape ``[N, A]``), float32 on the CPU. Each ablated prompt reuses the cached keys and
         values of its common prefix with ``prompt``."""
         answer_t = torch.tensor(list(answer), device=self.device)
-        cache = DynamicCache()
-        full_ids = torch.tensor([list(prompt) + list(answer)], device=self.device)
-        full = self._answer_logprobs(self._forward(full_ids, cache), [len(prompt)], answer_t)[0]
+        full, cache = self._full(prompt, answer_t)
         ablated = torch.empty(len(ablations), len(answer), device=self.device)
         prefixes = [common_prefix(prompt, ablation) for ablation in ablations]
         # Sorted by shared prefix, the ablations of a batch share the longest prefixes.
@@ -133,6 +137,25 @@ class Scorer:
             done += len(batch)
             bar.update(len(batch))
         bar.close()
+        return full.cpu(), ablated.cpu()
+
+    @torch.inference_mode()
+    def frozen_loo(self, prompt: Sequence[int], answer: Sequence[int], tail: int, spans: Sequence[tuple[int, int]], batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen-context estimate of ``loo`` for token ranges ``spans`` of the context: the
+        full prompt's keys/values stay as they are and only the tail (``prompt[tail:]`` and the
+        answer) is recomputed, with the span masked out of its attention. Not exact: tokens
+        between the span and the tail still saw the span."""
+        answer_t = torch.tensor(list(answer), device=self.device)
+        full, cache = self._full(prompt, answer_t)
+        rest = torch.cat([torch.tensor(list(prompt[tail:]), device=self.device), answer_t])
+        ablated = torch.empty(len(spans), len(answer), device=self.device)
+        for first in range(0, len(spans), self.batch_size or batch_size):
+            batch = spans[first : first + (self.batch_size or batch_size)]
+            mask = torch.ones(len(batch), tail + len(rest), dtype=torch.long, device=self.device)
+            for row, (a, b) in enumerate(batch):
+                mask[row, a:b] = 0
+            hidden = self._forward(rest.expand(len(batch), -1), self._prefix_cache(cache, tail, len(batch)), attention_mask=mask)
+            ablated[first : first + len(batch)] = self._answer_logprobs(hidden, [len(prompt) - tail] * len(batch), answer_t)
         return full.cpu(), ablated.cpu()
 
     def _score_batch(self, ablations: Sequence[Sequence[int]], shared: int, answer: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
