@@ -9,14 +9,15 @@ from attribot_rag.models import embedded_model_dir
 TOLERANCE = 2e-3
 
 LAYOUTS = {
+    # Invented facts: the model can only take them from the context.
     "three documents": (
-        "When was the Eiffel Tower built?",
+        "When was the Veltrana Bridge completed?",
         [
-            Document(text="The Eiffel Tower is in Paris. It was built in 1889. Gustave Eiffel's company designed it.", id="eiffel", title="Eiffel Tower"),
+            Document(text="The Veltrana Bridge spans the river Osk. It was completed in 1742. The engineer Mira Quell designed it.", id="veltrana", title="Veltrana Bridge"),
             "Bananas are yellow fruits. They grow in tropical climates.",
-            Document(text="Mount Everest is the highest mountain. It lies in Nepal.", title="Everest"),
+            Document(text="Mount Harrow is the tallest peak in Dorland. Its summit is covered in snow.", title="Mount Harrow"),
         ],
-        "It was built in 1889.",
+        "It was completed in 1742.",
     ),
     "one document": (
         "What colour are bananas?",
@@ -67,6 +68,14 @@ def test_batched_equals_one_at_a_time(attributor: Attributor) -> None:
         assert _scores(many, level) == pytest.approx(_scores(one, level), abs=TOLERANCE)
 
 
+def test_the_sentence_that_carries_the_answer_ranks_first(attributor: Attributor) -> None:
+    question, documents, answer = LAYOUTS["three documents"]
+    for method in ("exact", "hierarchical"):
+        result = attributor.attribute(question, documents, answer, method=method)
+        assert result.top(1)[0].text == "It was completed in 1742."
+        assert result.top_documents(1)[0].doc_id == "veltrana"
+
+
 def test_hierarchical_documents_equal_exact_and_prune(attributor: Attributor) -> None:
     question, documents, answer = LAYOUTS["three documents"]
     exact = attributor.attribute(question, documents, answer, method="exact")
@@ -80,16 +89,16 @@ def test_hierarchical_documents_equal_exact_and_prune(attributor: Attributor) ->
 
 def test_answer_sentences_partition_the_score(attributor: Attributor) -> None:
     question, documents, answer = LAYOUTS["three documents"]
-    answer = "It was built in 1889. Gustave Eiffel's company designed it."
+    answer = "It was completed in 1742. Mira Quell designed it."
     result = attributor.attribute(question, documents, answer, method="exact")
-    assert [c.text for c in result.answer_sentences] == ["It was built in 1889.", "Gustave Eiffel's company designed it."]
+    assert [c.text for c in result.answer_sentences] == ["It was completed in 1742.", "Mira Quell designed it."]
     for i, sentence in enumerate(result.sentences):
         parts = sum(c.sentences[i].score for c in result.answer_sentences)
         assert parts == pytest.approx(sentence.score, abs=1e-4)
     # each claim is best explained by the sentence that states it
     first, second = (claim.top(1)[0].text for claim in result.answer_sentences)
-    assert first == "It was built in 1889."
-    assert second == "Gustave Eiffel's company designed it."
+    assert first == "It was completed in 1742."
+    assert second == "The engineer Mira Quell designed it."
 
 
 def test_pruned_rescores_the_proxys_best_sentences(attributor: Attributor) -> None:
