@@ -1,0 +1,127 @@
+"""Faithfulness metrics: how well a method's span scores agree with a reference (exact LOO).
+
+Scores are lists parallel to the spans (``None``: the method did not score that span, e.g. a
+sentence outside the documents that ``hierarchical`` kept). Conventions, fixed so that
+results are reproducible:
+
+- Ranking: by score, highest first; ``None`` ranks last (as minus infinity); ties are broken
+  by span index, lowest first. ``top_k`` and every top-k metric use this order.
+- ``spearman``: rank correlation with ``None`` as minus infinity (so all unscored spans tie
+  at the bottom, with averaged ranks).
+- ``pearson``: linear correlation over the spans that both lists scored.
+- Both correlations are ``nan`` when they are undefined (fewer than two spans, or a constant
+  list); aggregate them with ``nanmedian``/``nanmean`` and report how many were defined.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from scipy import stats
+
+Scores = Sequence[float | None]
+
+
+def _check(reference: Scores, estimate: Scores) -> None:
+    if len(reference) != len(estimate):
+        raise ValueError(f"score lists differ in length: {len(reference)} and {len(estimate)}")
+
+
+def _value(score: float | None) -> float:
+    if score is None:
+        return -math.inf
+    score = float(score)
+    if math.isnan(score):
+        raise ValueError("a score is NaN; use None for an unscored span")
+    return score
+
+
+def ranking(scores: Scores) -> list[int]:
+    """Span indices from best to worst: score descending, ``None`` last, ties by index."""
+    return sorted(range(len(scores)), key=lambda i: (-_value(scores[i]), i))
+
+
+def top_k(scores: Scores, k: int) -> list[int]:
+    """The ``k`` best span indices (all of them when there are fewer than ``k``)."""
+    if k < 0:
+        raise ValueError("k must be at least 0")
+    return ranking(scores)[:k]
+
+
+def spearman(reference: Scores, estimate: Scores) -> float:
+    """Spearman rank correlation, ``None`` ranked last (tied), ``nan`` if undefined."""
+    _check(reference, estimate)
+    if len(reference) < 2:
+        return math.nan
+    a = stats.rankdata([_value(s) for s in reference])
+    b = stats.rankdata([_value(s) for s in estimate])
+    return _pearson(a, b)
+
+
+def pearson(reference: Scores, estimate: Scores) -> float:
+    """Pearson correlation over the spans both lists scored, ``nan`` if undefined."""
+    _check(reference, estimate)
+    pairs = [(float(a), float(b)) for a, b in zip(reference, estimate) if a is not None and b is not None]
+    if len(pairs) < 2:
+        return math.nan
+    a, b = (np.array(column, dtype=np.float64) for column in zip(*pairs))
+    return _pearson(a, b)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    if denominator == 0.0:
+        return math.nan
+    return max(-1.0, min(1.0, float((a * b).sum()) / denominator))
+
+
+def top1_agreement(reference: Scores, estimate: Scores) -> float:
+    """1.0 if both rank the same span first, else 0.0 (``nan`` for no spans)."""
+    _check(reference, estimate)
+    if not reference:
+        return math.nan
+    return float(ranking(reference)[0] == ranking(estimate)[0])
+
+
+def topk_recall(reference: Scores, estimate: Scores, k: int = 3) -> float:
+    """Share of the reference's top ``k`` found in the estimate's top ``k`` (``k`` capped at
+    the number of spans; ``nan`` for no spans)."""
+    _check(reference, estimate)
+    k = min(k, len(reference))
+    if k == 0:
+        return math.nan
+    return len(set(top_k(reference, k)) & set(top_k(estimate, k))) / k
+
+
+def gold_recall(estimate: Scores, gold: Iterable[int]) -> float | None:
+    """Share of the gold spans found in the estimate's top ``k``, ``k`` = number of gold spans;
+    ``None`` when there is no gold span (the question is skipped for this metric)."""
+    gold = set(gold)
+    if not gold:
+        return None
+    if any(not 0 <= g < len(estimate) for g in gold):
+        raise ValueError("a gold index is out of range")
+    return len(set(top_k(estimate, len(gold))) & gold) / len(gold)
+
+
+def compare(reference: Scores, estimate: Scores, k: int = 3, gold: Iterable[int] = ()) -> dict[str, float | None]:
+    """Every metric of ``estimate`` against ``reference`` (and against ``gold`` if given)."""
+    return {
+        "spearman": spearman(reference, estimate),
+        "pearson": pearson(reference, estimate),
+        "top1": top1_agreement(reference, estimate),
+        f"top{k}_recall": topk_recall(reference, estimate, k),
+        "gold_recall": gold_recall(estimate, gold),
+    }
+
+
+def summarize(values: Iterable[float | None]) -> dict[str, float | int | None]:
+    """Median and mean over the defined values (``None`` and ``nan`` left out), and their count."""
+    kept = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not kept:
+        return {"median": None, "mean": None, "n": 0}
+    return {"median": float(np.median(kept)), "mean": float(np.mean(kept)), "n": len(kept)}
