@@ -54,6 +54,7 @@ class _Tracker:
         raise_error: bool = False,
         on_result: Callable[[CitationResult], Any] | None = None,
         max_results: int | None = 1000,
+        attribute_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.attributor = attributor if attributor is not None else default_attributor()
         self.method = method
@@ -66,6 +67,7 @@ class _Tracker:
         self.raise_error = raise_error  # read by LangChain: strict handlers' errors propagate
         self.on_result = on_result
         self.max_results = max_results
+        self.attribute_kwargs = dict(attribute_kwargs or {})
         self._lock = threading.Lock()
         self._roots: dict[UUID, _Root] = {}
         self._root_of: dict[UUID, UUID] = {}
@@ -216,6 +218,7 @@ class _Tracker:
             keep_sentences=self.keep_sentences,
             per_claim=self.per_claim,
             min_score=self.min_score,
+            attribute_kwargs=self.attribute_kwargs,
         )
         with self._lock:
             self._results[run_id] = result
@@ -252,7 +255,8 @@ class AttriBoTCallbackHandler(_Tracker, BaseCallbackHandler):
     ``ainvoke``/``astream``; one handler may serve concurrent invocations.
 
     ``attributor``: an ``attribot_rag.Attributor`` (default: the embedded model).
-    ``method``, ``keep_documents``, ``keep_sentences``: passed to ``Attributor.attribute``.
+    ``method``, ``keep_documents``, ``keep_sentences`` and ``attribute_kwargs`` (any further
+    keyword arguments, e.g. ``{"truncate": "documents"}``): passed to ``Attributor.attribute``.
     ``per_claim``, ``min_score``: how citations are drawn from the scores.
     ``question_key``: the input key holding the question when the chain's input is a dict
     (default: ``question``, ``query`` or ``input``; else the first retriever query).

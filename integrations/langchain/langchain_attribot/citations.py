@@ -220,6 +220,7 @@ def attribute(
     keep_sentences: int = 5,
     per_claim: int = 1,
     min_score: float = 0.0,
+    attribute_kwargs: dict[str, Any] | None = None,
 ) -> tuple[CitationResult, Exception | None]:
     """Attribute ``answer`` to ``documents`` with ``attributor`` and build the citations.
 
@@ -241,6 +242,7 @@ def attribute(
             method=method,
             keep_documents=keep_documents,
             keep_sentences=keep_sentences,
+            **(attribute_kwargs or {}),
         )
         citations, sentences = _citations(result, context, per_claim, min_score)
     except Exception as error:  # noqa: BLE001 - attribution must never break the user's chain

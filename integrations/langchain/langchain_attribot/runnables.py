@@ -31,6 +31,7 @@ def with_citations(
     min_score: float = 0.0,
     format_context: Callable[[list[Document]], Any] | None = format_documents,
     raise_error: bool = False,
+    attribute_kwargs: dict[str, Any] | None = None,
 ) -> Runnable[str, dict[str, Any]]:
     """A RAG chain that returns ``{"question", "context", "answer", "attribution", "citations"}``.
 
@@ -41,12 +42,12 @@ def with_citations(
     (``.cited_answer()``, ``.error``) and ``citations`` its ``Citation`` list. The result is
     also dispatched as the custom event ``"attribot_citations"`` (``astream_events``,
     ``on_custom_event``). Streaming streams the answer; the citations come last.
-    A failed attribution leaves the answer as it is and sets ``attribution.error``, unless
-    ``raise_error=True``.
+    ``attribute_kwargs`` go to ``Attributor.attribute`` as they are. A failed attribution
+    leaves the answer as it is and sets ``attribution.error``, unless ``raise_error=True``.
     """
     if attributor is None:
         attributor = default_attributor()
-    settings = dict(method=method, keep_documents=keep_documents, keep_sentences=keep_sentences, per_claim=per_claim, min_score=min_score)
+    settings = dict(method=method, keep_documents=keep_documents, keep_sentences=keep_sentences, per_claim=per_claim, min_score=min_score, attribute_kwargs=attribute_kwargs)
 
     def answer_input(inputs: dict[str, Any]) -> dict[str, Any]:
         context = inputs["context"]

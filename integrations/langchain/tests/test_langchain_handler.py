@@ -264,7 +264,7 @@ def test_empty_retrieval_is_recorded_not_raised(attributor: Any, caplog: pytest.
     assert "no documents retrieved" in caplog.text
 
 
-def test_failing_attributor_never_breaks_the_chain_unless_strict(caplog: pytest.LogCaptureFixture) -> None:
+def test_failing_attributor_never_breaks_the_chain_unless_strict(attributor: Any, caplog: pytest.LogCaptureFixture) -> None:
     chain = rag_chain()
     handler = AttriBoTCallbackHandler(FailingAttributor())
     with caplog.at_level(logging.WARNING, logger="langchain_attribot"):
@@ -272,6 +272,11 @@ def test_failing_attributor_never_breaks_the_chain_unless_strict(caplog: pytest.
     assert handler.last_result.error == "RuntimeError: out of memory (simulated)"
     assert "out of memory" in caplog.text
     check_clean(handler)
+
+    # Further arguments reach Attributor.attribute as they are (here: one it rejects).
+    passthrough = AttriBoTCallbackHandler(attributor, attribute_kwargs={"no_such_option": 1})
+    assert chain.invoke(Q_TOWER, config={"callbacks": [passthrough]}) == A_TOWER
+    assert "no_such_option" in passthrough.last_result.error
 
     strict = AttriBoTCallbackHandler(FailingAttributor(), raise_error=True)
     with pytest.raises(RuntimeError, match="out of memory"):
