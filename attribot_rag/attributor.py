@@ -85,7 +85,9 @@ class Attributor:
     def tokenizer(self):
         return self._proxy.tokenizer
 
-    def _problem(self, loaded: LoadedModel, question: str, documents: list[Document], answer: str) -> Problem:
+    def _problem(self, loaded: LoadedModel, question: str, documents: list[Document], answer: str, truncate: bool = False) -> Problem:
+        """Render and tokenize for ``loaded``; with ``truncate``, drop last-retrieved documents
+        until the prompt fits the context window."""
         rendered = render(question, documents, loaded.tokenizer, self.prompt_template)
         prompt = TokenizedText.of(loaded.tokenizer, rendered.text)
         answer_tokens = TokenizedText.of(loaded.tokenizer, answer)
@@ -95,7 +97,10 @@ class Attributor:
         window = getattr(loaded.model.config.get_text_config(), "max_position_embeddings", None)
         total = len(prompt.ids) + len(answer_tokens.ids)
         if window and total > window:
-            raise ValueError(f"prompt and answer are {total} tokens, {total - window} more than {loaded.name}'s context window of {window}")
+            if truncate and len(documents) > 1:
+                return self._problem(loaded, question, documents[:-1], answer, truncate)
+            hint = "" if truncate else "; pass truncate='documents' to drop the last-retrieved documents"
+            raise ValueError(f"prompt and answer are {total} tokens, {total - window} more than {loaded.name}'s context window of {window}{hint}")
         return Problem(self._scorers[id(loaded)], loaded.tokenizer, rendered, prompt, answer_tokens)
 
     def attribute(
@@ -107,11 +112,14 @@ class Attributor:
         keep_documents: int = 2,
         keep_sentences: int = 5,
         doc_method: Literal["exact", "fast"] = "exact",
+        truncate: Literal["error", "documents"] = "error",
     ) -> AttributionResult:
         """Score every document and sentence by how much the answer's log-probability drops
         without it. ``hierarchical`` scores sentences of the top ``keep_documents`` only (its
         document pass exact, or frozen-context with ``doc_method="fast"``); ``pruned`` needs a
-        ``target``; ``fast`` is the experimental frozen-context estimate."""
+        ``target``; ``fast`` is the experimental frozen-context estimate. A prompt longer than
+        the model's window is an error, or with ``truncate="documents"`` loses its
+        last-retrieved documents (listed in ``dropped_documents``)."""
         _check_text("question", question)
         _check_text("answer", answer)
         documents = as_documents(documents)
@@ -123,10 +131,12 @@ class Attributor:
             raise ValueError("method='pruned' needs a target model: Attributor(target=...)")
         if keep_documents < 1 or keep_sentences < 1:
             raise ValueError("keep_documents and keep_sentences must be at least 1")
+        if truncate not in ("error", "documents"):
+            raise ValueError(f"unknown truncate {truncate!r}; choose error or documents")
         with self._lock:
             timings = {}
             start = time.perf_counter()
-            problem = self._problem(self._proxy, question, documents, answer)
+            problem = self._problem(self._proxy, question, documents, answer, truncate == "documents")
             timings["prepare"] = time.perf_counter() - start
             start = time.perf_counter()
             if method in ("naive", "exact", "fast"):
@@ -134,12 +144,13 @@ class Attributor:
             elif method == "hierarchical":
                 drops = methods.hierarchical(problem, keep_documents, doc_method)
             else:
-                target = self._problem(self._target, question, documents, answer)
+                target = self._problem(self._target, question, problem.rendered.documents, answer)
                 drops = methods.pruned(problem, target, keep_sentences)
             timings["score"] = time.perf_counter() - start
-        return self._result(method, problem, drops, answer, timings)
+        dropped = list(range(len(problem.rendered.documents), len(documents)))
+        return self._result(method, problem, drops, answer, timings, dropped)
 
-    def _result(self, method: str, problem: Problem, drops: Drops, answer: str, timings: dict[str, float]) -> AttributionResult:
+    def _result(self, method: str, problem: Problem, drops: Drops, answer: str, timings: dict[str, float], dropped: list[int]) -> AttributionResult:
         rendered = problem.rendered
 
         def spans(drop_of: dict[int, torch.Tensor], kind: str, tokens: slice) -> list[SpanScore]:
@@ -194,6 +205,7 @@ class Attributor:
             sentences=spans(drops.sentences, "sentence", everything),
             answer_sentences=answer_sentences,
             timings=timings,
+            dropped_documents=dropped,
         )
 
     @torch.inference_mode()

@@ -67,6 +67,7 @@ class AttributionResult(BaseModel):
     sentences: list[SpanScore]
     answer_sentences: list[AnswerSentence]
     timings: dict[str, float]
+    dropped_documents: list[int] = []
 
     def top(self, k: int | None = 3) -> list[SpanScore]:
         """The ``k`` highest-scoring sentences."""
