@@ -208,22 +208,32 @@ class Attributor:
             dropped_documents=dropped,
         )
 
-    @torch.inference_mode()
     def generate(self, question: str, documents: Sequence[Document | str], max_new_tokens: int = 48) -> str:
         """Greedy answer of the (proxy) model to the same prompt that ``attribute`` scores."""
         _check_text("question", question)
-        loaded = self._proxy
-        rendered = render(question, as_documents(documents), loaded.tokenizer, self.prompt_template)
-        ids = torch.tensor([TokenizedText.of(loaded.tokenizer, rendered.text).ids], device=loaded.model.device)
+        rendered = render(question, as_documents(documents), self.tokenizer, self.prompt_template)
+        return self.complete(rendered.text, max_new_tokens)
+
+    def chat(self, messages: list[dict[str, str]], max_new_tokens: int = 48) -> str:
+        """Greedy reply of the (proxy) model to chat ``messages`` (``{"role", "content"}``),
+        through its chat template: a local answering model for examples and tests."""
+        prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.complete(prompt, max_new_tokens)
+
+    @torch.inference_mode()
+    def complete(self, prompt: str, max_new_tokens: int = 48) -> str:
+        """Greedy continuation of ``prompt`` (special tokens in it are parsed, none added)."""
+        tokenizer, model = self.tokenizer, self.model
+        ids = torch.tensor([TokenizedText.of(tokenizer, prompt).ids], device=model.device)
         with self._lock:
-            out = loaded.model.generate(
+            out = model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
-                pad_token_id=loaded.tokenizer.pad_token_id or loaded.tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
             )
-        return loaded.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+        return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
 
 def _token_claims(offsets: list[tuple[int, int]], claims: list[tuple[int, int]]) -> list[int]:

