@@ -1,0 +1,465 @@
+"""Faithfulness and speed of every attribution method against exact sentence LOO.
+
+    .venv/bin/python benchmarks/faithfulness.py --dataset squad2 --n 20 --contextcite-n 10
+    .venv/bin/python benchmarks/faithfulness.py --dataset hotpotqa --n 10 --contextcite-n 10
+
+(needs the ``bench`` extra: ``pip install -e .[bench]``; ContextCite's own dependencies are
+pulled by it.) For each question the embedded model answers greedily (at most
+``--max-new-tokens`` tokens, cut to complete sentences); exact sentence LOO of that model on
+that answer is the reference, and every method runs on the same question, prompt and
+sentence partition (the dataset's own sentences), one after another, so that time ratios
+compare like with like on a shared machine. Per method: Spearman and Pearson correlation
+with exact LOO, top-1 agreement, recall of the exact top-3 in the method's top-3, recall of
+the gold supporting sentences in its top-k (k = number of gold sentences; questions without
+gold skipped), the same at document level where the method scores documents, and the
+speed-up (exact time / method time, per question, then median). Results go to
+``--out``/faithfulness_<dataset>.{json,md,png}; the JSON is rewritten after every question,
+so an interrupted run keeps what it measured.
+
+ContextCite (``context-cite`` on PyPI) runs through its own code (its random masks, its own
+uncached forwards, its LASSO surrogate), driven with our model, our exact prompt and our
+sentence spans: its partitioner is replaced by one whose sources are our sentence spans in
+the rendered prompt, and ablated prompts are that prompt with the masked spans cut. Its masks
+come from seeds 0..n-1, so the first 32 ablations of a 64-ablation run are the 32-ablation
+run: they are computed once, and each setting's time is the time of its own ablations plus
+its fit.
+
+With a second model (``--second-model``; see ``second_model.py`` for Gemma 3 270M) the same
+answers are also scored by it: its exact LOO is the reference for the SmolLM2 proxy and for
+``pruned`` (SmolLM2 proxy, Gemma target), and the reverse pairing is measured against the
+SmolLM2 reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attribot_rag import Attributor, Document, load_model
+from attribot_rag import evaluation as ev
+from attribot_rag.spans import split_sentences
+
+ROOT = Path(__file__).resolve().parent
+DATA_DIR = ROOT.parent.parent / "shared" / "data"
+FILES = {"squad2": "squad2_dev_sample.jsonl", "hotpotqa": "hotpotqa_dev_sample.jsonl"}
+DEFAULT_N = {"squad2": 20, "hotpotqa": 10}
+# setting name -> attribute() keyword arguments
+OUR_METHODS = {
+    "hierarchical-k1": dict(method="hierarchical", keep_documents=1),
+    "hierarchical-k2": dict(method="hierarchical", keep_documents=2),
+    "hierarchical-k3": dict(method="hierarchical", keep_documents=3),
+    "hierarchical-k2-fastdoc": dict(method="hierarchical", keep_documents=2, doc_method="fast"),
+    "fast": dict(method="fast"),
+}
+ALL_METHODS = [*OUR_METHODS, "contextcite", "pruned", "pruned-reverse"]
+KEEP_SENTENCES = 5
+
+
+# -- data ----------------------------------------------------------------------------------
+def load_questions(path: Path, n: int) -> list[dict]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for _, line in zip(range(n), handle)]
+
+
+def documents_of(item: dict) -> list[Document]:
+    return [Document(title=d["title"], id=d["title"], sentences=d["sentences"]) for d in item["documents"]]
+
+
+def gold_sentences(item: dict) -> list[int]:
+    """Indices of the gold supporting sentences in the attribution's sentence list (which
+    skips whitespace-only sentences); out-of-range references (a HotpotQA quirk) dropped."""
+    index, position = {}, 0
+    for d, document in enumerate(item["documents"]):
+        for s, sentence in enumerate(document["sentences"]):
+            if sentence.strip():
+                index[(d, s)] = position
+                position += 1
+    titles = {document["title"]: d for d, document in enumerate(item["documents"])}
+    gold = {index.get((titles.get(title), s)) for title, s in item.get("supporting", [])}
+    return sorted(g for g in gold if g is not None)
+
+
+def complete_sentences(text: str) -> str:
+    """``text`` cut after its last complete sentence (all of it when none is complete)."""
+    text = text.strip()
+    ends = [end for _, end in split_sentences(text) if re.search(r"[.!?][\"')\]]*$", text[:end])]
+    return text[: ends[-1]] if ends else text
+
+
+# -- ContextCite ---------------------------------------------------------------------------
+def contextcite_scores(model, tokenizer, prompt: str, spans: list[tuple[int, int]], answer: str, ablations: list[int]) -> dict[int, tuple[np.ndarray, float]]:
+    """ContextCite's sentence weights for each ablation count in ``ablations`` and the time
+    that count costs (its own ablation forwards plus its fit), from one growing set of masks."""
+    from context_cite import ContextCiter
+    from context_cite.context_partitioner import BaseContextPartitioner
+    from context_cite.utils import get_masks_and_logit_probs
+
+    from attribot_rag.methods import cut
+
+    class SpanPartitioner(BaseContextPartitioner):
+        """Sources are our sentence spans of the rendered prompt; ablating cuts them out."""
+
+        def __init__(self, text: str, spans: list[tuple[int, int]]):
+            super().__init__(text)
+            self.spans = spans
+
+        @property
+        def num_sources(self) -> int:
+            return len(self.spans)
+
+        def split_context(self) -> None:
+            pass
+
+        def get_source(self, index: int) -> str:
+            return self.context[slice(*self.spans[index])]
+
+        def get_context(self, mask=None) -> str:
+            if mask is None:
+                return self.context
+            return cut(self.context, [span for span, keep in zip(self.spans, mask) if not keep])
+
+    answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
+
+    class PromptCiter(ContextCiter):
+        """ContextCiter on our exact prompt (chat template already applied) and answer."""
+
+        def _get_prompt_ids(self, mask=None, return_prompt=False):
+            text = self.partitioner.get_context(mask)
+            ids = self.tokenizer(text, add_special_tokens=False).input_ids
+            return (ids, text) if return_prompt else ids
+
+        @property
+        def _response_ids(self):
+            return answer_ids
+
+    citer = PromptCiter(model, tokenizer, prompt, "", partitioner=SpanPartitioner(prompt, spans), num_ablations=max(ablations))
+    masks, logit_probs, elapsed, out = [], [], 0.0, {}
+    for count in sorted(ablations):
+        start = time.perf_counter()
+        new = count - sum(len(m) for m in masks)
+        m, lp = get_masks_and_logit_probs(
+            citer.model, citer.tokenizer, new, citer.num_sources, citer._get_prompt_ids, answer_ids,
+            citer.ablation_keep_prob, citer.batch_size, base_seed=sum(len(m) for m in masks),
+        )
+        masks.append(m)
+        logit_probs.append(lp)
+        elapsed += time.perf_counter() - start
+        start = time.perf_counter()
+        citer._cache["reg_masks"] = np.concatenate(masks)
+        citer._cache["reg_logit_probs"] = np.concatenate(logit_probs)
+        weights, _ = citer._get_attributions_for_ids_range(0, len(answer_ids))
+        out[count] = (np.asarray(weights, dtype=np.float64), elapsed + time.perf_counter() - start)
+    return out
+
+
+# -- measuring -----------------------------------------------------------------------------
+def timed(call):
+    start = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - start
+
+
+def scores(spans) -> list[float | None]:
+    return [s.score for s in spans]
+
+
+def gold_documents(item: dict, gold: list[int], sentence_docs: list[int]) -> list[int]:
+    return sorted({sentence_docs[g] for g in gold})
+
+
+def evaluate(reference: dict, estimate: dict, gold: list[int], gold_docs: list[int], seconds: float, reference_seconds: float) -> dict:
+    row = {"seconds": seconds, "speedup": reference_seconds / seconds if seconds > 0 else math.nan}
+    row["sentences"] = ev.compare(reference["sentences"], estimate["sentences"], k=3, gold=gold)
+    if estimate.get("documents") is not None:
+        row["documents"] = ev.compare(reference["documents"], estimate["documents"], k=2, gold=gold_docs)
+    row["scores"] = estimate
+    return row
+
+
+def warm_up(att: Attributor, second: dict | None, with_cc: bool) -> None:
+    """One small attribution per code path first, so that one-time costs (first kernels,
+    allocator growth) do not land on the first question's timings."""
+    docs = [Document(title="A", sentences=["Paris is the capital of France. ", "It is large."]), Document(title="B", text="Berlin is in Germany.")]
+    question, answer = "What is the capital of France?", "Paris is the capital."
+    for method in ("exact", "hierarchical", "fast"):
+        att.attribute(question, docs, answer, method=method)
+    att.attribute(question, docs, answer, method="hierarchical", doc_method="fast")
+    if with_cc:
+        result = att.attribute(question, docs, answer, method="fast")
+        spans = [(s.prompt_start, s.prompt_end) for s in result.sentences]
+        contextcite_scores(att.model, att.tokenizer, result.prompt, spans, answer, [2])
+    if second is not None:
+        second["att"].attribute(question, docs, answer, method="exact")
+        second["pruned"].attribute(question, docs, answer, method="pruned")
+        second["reverse"].attribute(question, docs, answer, method="pruned")
+
+
+def run_question(item: dict, att: Attributor, args, methods: list[str], with_cc: bool, second: dict | None) -> dict:
+    documents = documents_of(item)
+    raw, gen_seconds = timed(lambda: att.generate(item["question"], documents, max_new_tokens=args.max_new_tokens))
+    answer = complete_sentences(raw)
+    row = {"id": item["id"], "question": item["question"], "answer": answer, "raw_answer": raw, "generate_seconds": gen_seconds}
+    if not answer.strip():
+        row["skipped"] = "empty answer"
+        return row
+    exact, exact_seconds = timed(lambda: att.attribute(item["question"], documents, answer, method="exact"))
+    reference = {"sentences": scores(exact.sentences), "documents": scores(exact.documents)}
+    sentence_docs = [s.doc_index for s in exact.sentences]
+    gold = gold_sentences(item)
+    if gold and max(gold) >= len(exact.sentences):
+        raise RuntimeError(f"gold sentence mapping does not match the attribution's sentences for {item['id']}")
+    gold_docs = gold_documents(item, gold, sentence_docs)
+    row.update(
+        documents=len(documents),
+        sentences=len(exact.sentences),
+        prompt_tokens=len(att.tokenizer(exact.prompt, add_special_tokens=False).input_ids),
+        answer_tokens=len(att.tokenizer(answer, add_special_tokens=False).input_ids),
+        gold=gold,
+        gold_documents=gold_docs,
+        full_logprob=exact.full_logprob,
+    )
+    settings = {"exact": evaluate(reference, reference, gold, gold_docs, exact_seconds, exact_seconds)}
+    for name in methods:
+        if name in OUR_METHODS:
+            result, seconds = timed(lambda: att.attribute(item["question"], documents, answer, **OUR_METHODS[name]))
+            estimate = {"sentences": scores(result.sentences), "documents": scores(result.documents)}
+            settings[name] = evaluate(reference, estimate, gold, gold_docs, seconds, exact_seconds)
+    if with_cc and "contextcite" in methods:
+        spans = [(s.prompt_start, s.prompt_end) for s in exact.sentences]
+        for count, (weights, seconds) in contextcite_scores(att.model, att.tokenizer, exact.prompt, spans, answer, args.contextcite_ablations).items():
+            estimate = {"sentences": [float(w) for w in weights], "documents": None}
+            settings[f"contextcite-{count}"] = evaluate(reference, estimate, gold, gold_docs, seconds, exact_seconds)
+    row["settings"] = settings
+    print(f"  exact {exact_seconds:.1f}s; " + ", ".join(f"{k} x{v['speedup']:.2f} r3={v['sentences']['top3_recall']:.2f}" for k, v in settings.items() if k != "exact"), flush=True)
+
+    if second is not None:
+        row["cross"] = cross_family(item, documents, answer, reference, exact_seconds, gold, gold_docs, second, methods)
+    return row
+
+
+def cross_family(item, documents, answer, smol_reference, smol_seconds, gold, gold_docs, second, methods) -> dict:
+    """SmolLM2 <-> second model: each one's exact LOO as the other's proxy, and ``pruned``."""
+    target_exact, target_seconds = timed(lambda: second["att"].attribute(item["question"], documents, answer, method="exact"))
+    target_reference = {"sentences": scores(target_exact.sentences), "documents": scores(target_exact.documents)}
+    name = second["name"]
+    out = {
+        f"exact:{name}": {"seconds": target_seconds, "full_logprob": target_exact.full_logprob, "scores": target_reference},
+        # the proxy's own exact LOO against the target's exact LOO (time: the proxy's)
+        f"proxy:SmolLM2->{name}": evaluate(target_reference, smol_reference, gold, gold_docs, smol_seconds, target_seconds),
+        f"proxy:{name}->SmolLM2": evaluate(smol_reference, target_reference, gold, gold_docs, target_seconds, smol_seconds),
+    }
+    if "pruned" in methods:
+        result, seconds = timed(lambda: second["pruned"].attribute(item["question"], documents, answer, method="pruned", keep_sentences=KEEP_SENTENCES))
+        out[f"pruned:SmolLM2->{name}"] = evaluate(target_reference, {"sentences": scores(result.sentences)}, gold, gold_docs, seconds, target_seconds)
+    if "pruned-reverse" in methods:
+        result, seconds = timed(lambda: second["reverse"].attribute(item["question"], documents, answer, method="pruned", keep_sentences=KEEP_SENTENCES))
+        out[f"pruned:{name}->SmolLM2"] = evaluate(smol_reference, {"sentences": scores(result.sentences)}, gold, gold_docs, seconds, smol_seconds)
+    print("  cross: " + ", ".join(f"{k} x{v['speedup']:.2f} r3={v['sentences']['top3_recall']:.2f}" for k, v in out.items() if "speedup" in v), flush=True)
+    return out
+
+
+# -- aggregation and reports ---------------------------------------------------------------
+METRICS = ["spearman", "pearson", "top1", "top3_recall", "gold_recall"]
+DOC_METRICS = ["spearman", "top1", "top2_recall", "gold_recall"]
+
+
+def aggregate(rows: list[dict], key: str) -> dict:
+    names = []
+    for row in rows:
+        for name in row.get(key, {}):
+            if name not in names and "speedup" in row[key][name]:
+                names.append(name)
+    summary = {}
+    for name in names:
+        entries = [row[key][name] for row in rows if name in row.get(key, {})]
+        s = {
+            "questions": len(entries),
+            "speedup": ev.summarize(e["speedup"] for e in entries),
+            "seconds": ev.summarize(e["seconds"] for e in entries),
+            "sentences": {m: ev.summarize(e["sentences"][m] for e in entries) for m in METRICS},
+        }
+        if all("documents" in e for e in entries):
+            s["documents"] = {m: ev.summarize(e["documents"][m] for e in entries) for m in DOC_METRICS}
+        summary[name] = s
+    front = pareto([(n, s["speedup"]["median"], s["sentences"]["top3_recall"]["mean"]) for n, s in summary.items()])
+    for name in summary:
+        summary[name]["pareto"] = name in front
+    return summary
+
+
+def pareto(points: list[tuple[str, float | None, float | None]]) -> set[str]:
+    """Names of the points no other point beats on both speed-up and top-3 recall."""
+    valid = [(n, x, y) for n, x, y in points if x is not None and y is not None]
+    return {
+        n for n, x, y in valid
+        if not any(x2 >= x and y2 >= y and (x2 > x or y2 > y) for _, x2, y2 in valid)
+    }
+
+
+def _fmt(stat: dict, digits: int = 2, both: bool = True) -> str:
+    if stat["n"] == 0:
+        return "–"
+    if both:
+        return f"{stat['median']:.{digits}f} / {stat['mean']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f}"
+
+
+def markdown_table(summary: dict, reference_label: str) -> str:
+    lines = [
+        f"Reference: {reference_label}. Correlations: median / mean over questions; top-1, top-3 and gold recall: "
+        "median / mean; speed-up: median of per-question (reference time / method time); "
+        "doc: the same at document level (top-2 recall). ★ = on the Pareto front (speed-up vs mean top-3 recall).",
+        "",
+        "| setting | q | speed-up | Spearman | Pearson | top-1 | top-3 recall | gold recall (n) | doc Spearman | doc top-1 | doc top-2 recall |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in summary.items():
+        sent, doc = s["sentences"], s.get("documents")
+        gold = sent["gold_recall"]
+        gold_text = f"{_fmt(gold)} ({gold['n']})" if gold["n"] else "–"
+        doc_cells = [_fmt(doc["spearman"]), _fmt(doc["top1"]), _fmt(doc["top2_recall"])] if doc else ["–"] * 3
+        lines.append(
+            "| " + " | ".join(
+                [("★ " if s["pareto"] else "") + name, str(s["questions"]), f"{s['speedup']['median']:.2f}×",
+                 _fmt(sent["spearman"]), _fmt(sent["pearson"]), _fmt(sent["top1"]), _fmt(sent["top3_recall"]), gold_text, *doc_cells]
+            ) + " |"
+        )
+    return "\n".join(lines)
+
+
+def plot(summary: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, s in summary.items():
+        x, y = s["speedup"]["median"], s["sentences"]["top3_recall"]["mean"]
+        if x is None or y is None:
+            continue
+        ax.scatter([x], [y], color="tab:red" if s["pareto"] else "tab:blue", zorder=3)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    front = sorted((s["speedup"]["median"], s["sentences"]["top3_recall"]["mean"]) for s in summary.values() if s["pareto"])
+    if len(front) > 1:
+        ax.plot(*zip(*front), color="tab:red", alpha=0.4, zorder=2)
+    ax.set_xscale("log")
+    ax.set_xlabel("speed-up vs exact LOO (median, log scale)")
+    ax.set_ylabel("recall of exact top-3 in top-3 (mean)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(rows: list[dict], meta: dict, out: Path, dataset: str, final: bool) -> None:
+    done = [r for r in rows if "settings" in r]
+    summary = aggregate(done, "settings")
+    cross = aggregate(done, "cross")
+    meta = dict(meta, wall_seconds=time.perf_counter() - meta["_start"], finished=final, questions_done=len(done))
+    payload = {k: v for k, v in meta.items() if not k.startswith("_")}
+    payload.update(summary=summary, cross_summary=cross, questions=rows)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"faithfulness_{dataset}.json").write_text(json.dumps(payload, indent=1, allow_nan=True) + "\n")
+    md = [
+        f"# Faithfulness vs exact LOO: {dataset}",
+        "",
+        f"Command: `{payload['command']}`  ",
+        f"Machine: {payload['machine']}  ",
+        f"Model: {payload['model']}; questions: {len(done)}; total wall time: {payload['wall_seconds'] / 60:.1f} min"
+        + ("" if final else " (run still in progress or interrupted)"),
+        "",
+        markdown_table(summary, "exact sentence LOO of SmolLM2-135M-Instruct (the model that wrote the answer)"),
+    ]
+    if cross:
+        md += ["", "## Cross-family (proxy → target)", "",
+               markdown_table(cross, "exact LOO of the target named after the arrow; speed-up relative to that target's exact LOO")]
+    (out / f"faithfulness_{dataset}.md").write_text("\n".join(md) + "\n")
+    if summary:
+        plot(summary, out / f"faithfulness_{dataset}.png", f"{dataset}: {len(done)} questions, SmolLM2-135M, 2 shared CPU cores")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=sorted(FILES), default="squad2")
+    parser.add_argument("--data", type=Path, default=None, help=f"JSONL file (default: {DATA_DIR}/<dataset file>)")
+    parser.add_argument("--n", type=int, default=None, help="questions (default: 20 for squad2, 10 for hotpotqa)")
+    parser.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=ALL_METHODS, help="besides exact, which always runs")
+    parser.add_argument("--contextcite-ablations", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--contextcite-n", type=int, default=10, help="questions (the first ones) for ContextCite")
+    parser.add_argument("--second-model", default="auto", help="directory of a second model family for the cross-family block; 'auto': Gemma 3 270M if installed (see second_model.py); 'none': skip")
+    parser.add_argument("--second-n", type=int, default=None, help="questions (the first ones) for the cross-family block (default: all)")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    args = parser.parse_args()
+
+    n = args.n or DEFAULT_N[args.dataset]
+    path = args.data or DATA_DIR / FILES[args.dataset]
+    items = load_questions(path, n)
+    smol = load_model(None)
+    att = Attributor(smol)
+    second = None
+    if args.second_model != "none":
+        second_dir = args.second_model
+        if second_dir == "auto":
+            try:
+                sys.path.insert(0, str(ROOT))
+                from second_model import gemma_dir
+
+                second_dir = str(gemma_dir())
+            except (FileNotFoundError, ImportError) as error:
+                print(f"no second model: {error}", flush=True)
+                second_dir = None
+        if second_dir:
+            loaded = load_model(second_dir)
+            name = "Gemma3-270M" if "gemma" in second_dir.lower() else Path(second_dir).name
+            second = {
+                "name": name,
+                "dir": second_dir,
+                "att": Attributor(loaded),
+                "pruned": Attributor(smol, target=loaded),
+                "reverse": Attributor(loaded, target=smol),
+            }
+    meta = {
+        "_start": time.perf_counter(),
+        "command": " ".join([".venv/bin/python", "benchmarks/faithfulness.py", *sys.argv[1:]]),
+        "dataset": args.dataset,
+        "data": str(path),
+        "n": n,
+        "methods": ["exact", *args.methods],
+        "contextcite_ablations": args.contextcite_ablations,
+        "contextcite_n": args.contextcite_n,
+        "second_model": second and second["dir"],
+        "second_n": args.second_n,
+        "max_new_tokens": args.max_new_tokens,
+        "model": "SmolLM2-135M-Instruct (embedded, float32)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    warm_up(att, second, "contextcite" in args.methods and args.contextcite_n > 0)
+    meta["warm_up_seconds"] = time.perf_counter() - meta["_start"]
+    rows = []
+    for i, item in enumerate(items):
+        print(f"[{i + 1}/{len(items)}] {item['id']}: {item['question']}", flush=True)
+        use_second = second if second is not None and (args.second_n is None or i < args.second_n) else None
+        rows.append(run_question(item, att, args, args.methods, i < args.contextcite_n, use_second))
+        write(rows, meta, args.out, args.dataset, final=False)
+    write(rows, meta, args.out, args.dataset, final=True)
+    print((args.out / f"faithfulness_{args.dataset}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
