@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 

@@ -43,13 +43,16 @@ class AnswerSentence(BaseModel):
 
 
 class Citation(BaseModel):
-    """A numbered source sentence and the answer sentences (claims) that cite it."""
+    """A numbered source sentence (``result.sentences[sentence]``), the answer sentences
+    (claims) that cite it, and its score on each claim's tokens."""
 
     model_config = ConfigDict(frozen=True)
 
     number: int
+    sentence: int
     source: SpanScore
     claims: list[int]
+    claim_scores: list[float]
 
 
 class AttributionResult(BaseModel):
@@ -87,7 +90,16 @@ class AttributionResult(BaseModel):
             for _, key in sorted(scored, reverse=True)[:per_claim]:
                 numbers.setdefault(key, len(numbers) + 1)
                 claims.setdefault(key, []).append(claim)
-        return [Citation(number=n, source=self.sentences[key], claims=claims[key]) for key, n in numbers.items()]
+        return [
+            Citation(
+                number=n,
+                sentence=key,
+                source=self.sentences[key],
+                claims=claims[key],
+                claim_scores=[self.answer_sentences[c].sentences[key].score for c in claims[key]],
+            )
+            for key, n in numbers.items()
+        ]
 
     def cited_answer(self, per_claim: int = 1, min_score: float = 0.0) -> str:
         """The answer with ``[n]`` after each sentence and a numbered list of its sources."""

@@ -11,7 +11,6 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 
-
 class AttributionOutOfMemory(RuntimeError):
     """Out of memory even with one ablation per forward."""
 

@@ -76,10 +76,10 @@ def _embeddings():
 def run_demo(questions: list[str] | None = None, *, attributor=None, k: int = 2, max_new_tokens: int = 48) -> None:
     """Answer ``questions`` (default: three examples) over ``DOCUMENTS`` with a LangChain RAG
     chain and print each answer with inline citations and its numbered sources."""
-    from attribot_rag import Attributor
-
     from langchain_attribot import AttriBoTCallbackHandler, format_documents
     from langchain_attribot.local_models import AttributorChatModel
+
+    from attribot_rag import Attributor
 
     attributor = attributor or Attributor()
     store = InMemoryVectorStore(_embeddings())

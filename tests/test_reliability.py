@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attribot_rag import Attributor, AttributionOutOfMemory, Document, LoadedModel
+from attribot_rag import AttributionOutOfMemory, Attributor, Document, LoadedModel
 from attribot_rag.prompt import TokenizedText, render
 from attribot_rag.scorer import Scorer
 

@@ -5,7 +5,12 @@ invocation; ``with_citations`` builds a chain whose output carries them.
 """
 
 from .callbacks import AsyncAttriBoTCallbackHandler, AttriBoTCallbackHandler
-from .citations import CITATIONS_EVENT, AnswerSentenceCitations, Citation, CitationResult
+from .citations import (
+    CITATIONS_EVENT,
+    AnswerSentenceCitations,
+    Citation,
+    CitationResult,
+)
 from .runnables import format_documents, with_citations
 
 __all__ = [

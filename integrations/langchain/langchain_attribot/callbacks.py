@@ -22,7 +22,14 @@ from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.documents import Document
 from langchain_core.outputs import LLMResult
 
-from .citations import CitationResult, attribute, default_attributor, logger, question_of, text_of
+from .citations import (
+    CitationResult,
+    attribute,
+    default_attributor,
+    logger,
+    question_of,
+    text_of,
+)
 
 
 @dataclass

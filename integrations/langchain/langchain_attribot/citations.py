@@ -9,11 +9,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
-from attribot_rag import AttributionResult
-from attribot_rag import Document as AttribotDocument
 from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, ConfigDict
+
+from attribot_rag import AttributionResult
+from attribot_rag import Document as AttribotDocument
 
 logger = logging.getLogger("langchain_attribot")
 
@@ -177,13 +178,6 @@ def _citations(result: AttributionResult, context: Sequence[Document], per_claim
     citations = []
     for core in result.citations(per_claim, min_score):
         source = core.source
-
-        def claim_score(claim: int) -> float:
-            for span in result.answer_sentences[claim].sentences:
-                if (span.doc_index, span.start, span.end) == (source.doc_index, source.start, source.end):
-                    return float(span.score)
-            raise LookupError("answer sentence spans are not parallel to the result's sentences")
-
         citations.append(
             Citation(
                 number=core.number,
@@ -195,7 +189,7 @@ def _citations(result: AttributionResult, context: Sequence[Document], per_claim
                 end=source.end,
                 score=source.score,
                 claims=tuple(core.claims),
-                claim_scores=tuple(claim_score(c) for c in core.claims),
+                claim_scores=tuple(core.claim_scores),
             )
         )
     sentences = []

@@ -4,14 +4,15 @@ chat prompt, the embedded model as chat model, and ``AttriBoTCallbackHandler`` o
 
 from __future__ import annotations
 
-from attribot_rag import AttributionResult, Attributor
-from attribot_rag import Document as AttribotDocument
-from attribot_rag.prompt import DEFAULT_TEMPLATE
 from langchain_core.documents import Document
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
+
+from attribot_rag import AttributionResult, Attributor
+from attribot_rag import Document as AttribotDocument
+from attribot_rag.prompt import DEFAULT_TEMPLATE
 
 from .callbacks import AttriBoTCallbackHandler
 from .local_models import AttributorChatModel, MiniLMEmbeddings

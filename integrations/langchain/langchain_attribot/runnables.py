@@ -8,9 +8,21 @@ from typing import Any
 
 from langchain_core.callbacks import adispatch_custom_event, dispatch_custom_event
 from langchain_core.documents import Document
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnableParallel, RunnablePassthrough
+from langchain_core.runnables import (
+    Runnable,
+    RunnableConfig,
+    RunnableLambda,
+    RunnableParallel,
+    RunnablePassthrough,
+)
 
-from .citations import CITATIONS_EVENT, CitationResult, attribute, default_attributor, text_of
+from .citations import (
+    CITATIONS_EVENT,
+    CitationResult,
+    attribute,
+    default_attributor,
+    text_of,
+)
 
 
 def format_documents(documents: Sequence[Document]) -> str:

@@ -12,17 +12,6 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForRetrieverRun
-from langchain_core.documents import Document
-from langchain_core.language_models import BaseChatModel, FakeListChatModel, GenericFakeChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.output_parsers import StrOutputParser
-from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
-from pydantic import ValidationError
-
 from langchain_attribot import (
     CITATIONS_EVENT,
     AsyncAttriBoTCallbackHandler,
@@ -32,7 +21,25 @@ from langchain_attribot import (
     format_documents,
     with_citations,
 )
-from langchain_attribot.citations import default_attributor, document_id, unique_documents
+from langchain_attribot.citations import (
+    default_attributor,
+    document_id,
+    unique_documents,
+)
+from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.language_models import (
+    BaseChatModel,
+    FakeListChatModel,
+    GenericFakeChatModel,
+)
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnableParallel, RunnablePassthrough
+from pydantic import ValidationError
 
 TOWER = Document(page_content="The tower was built in 1889. It is painted red.", metadata={"source": "tower.txt"})
 CATS = Document(id="cats", page_content="Cats purr when they are happy. Cats sleep a lot.", metadata={"kind": "pets"})

@@ -7,14 +7,13 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from langchain_attribot import AttriBoTCallbackHandler, format_documents, with_citations
+from langchain_attribot.local_models import AttributorChatModel, MiniLMEmbeddings
 from langchain_core.documents import Document
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
-
-from langchain_attribot import AttriBoTCallbackHandler, format_documents, with_citations
-from langchain_attribot.local_models import AttributorChatModel, MiniLMEmbeddings
 
 DOCS = [
     Document(id="eiffel", page_content="The Eiffel Tower is in Paris. It was completed in 1889. It is made of iron.", metadata={"source": "eiffel.txt"}),

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,18 +14,27 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
-import torch
-from attribot_rag import AttributionResult, Attributor
 from llama_index.core import Document, VectorStoreIndex
-from llama_index.core.base.response.schema import AsyncStreamingResponse, Response, StreamingResponse
+from llama_index.core.base.response.schema import (
+    AsyncStreamingResponse,
+    Response,
+    StreamingResponse,
+)
 from llama_index.core.bridge.pydantic import PrivateAttr, ValidationError
 from llama_index.core.instrumentation import get_dispatcher
-from llama_index.core.llms import CompletionResponse, CompletionResponseGen, CustomLLM, LLMMetadata, MockLLM
+from llama_index.core.llms import CompletionResponse, CompletionResponseGen, MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import NodeWithScore, TextNode
-from llama_index.postprocessor.attribot import AnswerSentenceCitations, AttriBoTPostprocessor, NodeCitation
+from llama_index.postprocessor.attribot import (
+    AnswerSentenceCitations,
+    AttriBoTPostprocessor,
+    NodeCitation,
+)
 from llama_index.postprocessor.attribot.hook import REGISTRY
+from llama_index.postprocessor.attribot.local_models import AttributorLLM
+
+from attribot_rag import AttributionResult, Attributor
 
 QUESTION = "When was the Eiffel Tower completed?"
 WINNER = "The Eiffel Tower was completed in 1889."
@@ -37,51 +45,6 @@ TEXTS = {
     "cats": "Cats are small carnivores. They sleep for most of the day.",
     "rhine": "The Rhine flows through Germany. It ends in the North Sea.",
 }
-
-
-class EmbeddedLLM(CustomLLM):
-    """The attribution model's own SmolLM2-135M-Instruct as a (greedy, short) LlamaIndex LLM."""
-
-    max_new_tokens: int = 12
-    _attributor: Attributor = PrivateAttr()
-
-    def __init__(self, attributor: Attributor, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._attributor = attributor
-
-    @property
-    def metadata(self) -> LLMMetadata:
-        return LLMMetadata(context_window=8192, num_output=self.max_new_tokens, model_name="SmolLM2-135M-Instruct")
-
-    @torch.inference_mode()
-    def _generate(self, prompt: str) -> str:
-        tokenizer, model = self._attributor.tokenizer, self._attributor.model
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids.to(model.device)
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=self.max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-        )
-        return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
-
-    @llm_completion_callback()
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return CompletionResponse(text=self._generate(prompt))
-
-    @llm_completion_callback()
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        answer = self._generate(prompt)
-
-        def tokens() -> CompletionResponseGen:
-            text = ""
-            for piece in re.findall(r"\s*\S+", answer):
-                text += piece
-                yield CompletionResponse(text=text, delta=piece)
-
-        return tokens()
 
 
 class EchoLLM(MockLLM):
@@ -120,16 +83,6 @@ def _echo(prompt: str) -> str:
     return "Gustave Eiffel's company built it." if "Who built" in prompt else "The Eiffel Tower was completed in 1889."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: these forwards are tiny, and on a busy 2-core machine two spinning
-    threads per process made them ten times slower. Restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def attributor() -> Attributor:
     return Attributor()
@@ -155,8 +108,8 @@ def index(documents, embed_model) -> VectorStoreIndex:
 
 
 @pytest.fixture(scope="session")
-def llm(attributor) -> EmbeddedLLM:
-    return EmbeddedLLM(attributor)
+def llm(attributor) -> AttributorLLM:
+    return AttributorLLM(attributor, max_new_tokens=12)
 
 
 @pytest.fixture()

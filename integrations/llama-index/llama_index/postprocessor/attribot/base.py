@@ -6,10 +6,11 @@ import logging
 import threading
 from typing import Any, Literal
 
-from attribot_rag import Attributor, Document
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+
+from attribot_rag import Attributor, Document
 
 from . import hook
 from .citations import citations_metadata, empty_metadata

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal, Sequence
 
-from attribot_rag import AttributionResult, SpanScore
 from llama_index.core.bridge.pydantic import BaseModel, ConfigDict
 from llama_index.core.schema import BaseNode
+
+from attribot_rag import AttributionResult, SpanScore
 
 
 class SentenceCitation(BaseModel):
@@ -75,7 +76,6 @@ def citations_metadata(
 ) -> dict[str, Any]:
     """``response.metadata`` entries for ``result``, whose document ``i`` is ``nodes[i]``."""
     citations = result.citations(per_claim=per_claim, min_score=min_score)
-    index_of = {(s.doc_index, s.start, s.end): i for i, s in enumerate(result.sentences)}
     node_citations = [
         NodeCitation(
             number=c.number,
@@ -87,7 +87,7 @@ def citations_metadata(
     answer_citations = []
     for claim, answer_sentence in enumerate(result.answer_sentences):
         cited = [c for c in citations if claim in c.claims]
-        own = [answer_sentence.sentences[index_of[(c.source.doc_index, c.source.start, c.source.end)]] for c in cited]
+        own = [answer_sentence.sentences[c.sentence] for c in cited]
         answer_citations.append(
             AnswerSentenceCitations(
                 text=answer_sentence.text,
