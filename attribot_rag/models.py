@@ -43,12 +43,11 @@ def embedded_gguf() -> Path:
     return files[0]
 
 
-def embedded_model_dir() -> Path:
-    """The embedded model as safetensors, converted from its GGUF once (~20 s), then reused."""
-    target = cache_dir() / EMBEDDED_NAME
+def convert_gguf(gguf: Path, target: Path) -> Path:
+    """``target``: the GGUF model ``gguf`` as float32 safetensors, converted once (a GGUF load
+    de-quantizes every tensor: ~20 s for 135M parameters), then reused."""
     if (target / "config.json").exists():
         return target
-    gguf = embedded_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # save_pretrained refuses a model loaded through a quantizer: the weights are already
@@ -66,6 +65,11 @@ def embedded_model_dir() -> Path:
     return target
 
 
+def embedded_model_dir() -> Path:
+    """The embedded model, converted from its GGUF on first use."""
+    return convert_gguf(embedded_gguf(), cache_dir() / EMBEDDED_NAME)
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -81,13 +85,16 @@ def _dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
 
 
 def load_model(model: str | os.PathLike | LoadedModel | None = None, device: str | None = None, dtype: str | torch.dtype | None = None) -> LoadedModel:
-    """Load ``model`` (Hugging Face id or local directory; ``None``: the embedded default)."""
+    """Load ``model``: a Hugging Face id, a local directory, a local ``.gguf`` file (converted
+    once into the cache) or ``None`` for the embedded default."""
     if isinstance(model, LoadedModel):
         return model
     if model is not None and not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be a Hugging Face id, a local path or None, not {type(model).__name__}")
     device = device or default_device()
     path = embedded_model_dir() if model is None else model
+    if str(path).endswith(".gguf"):
+        path = convert_gguf(Path(path), cache_dir() / Path(path).stem)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{path} has no fast tokenizer; character offsets need one")

@@ -13,5 +13,5 @@ pip -e ".[test]"
 for integration in integrations/*/; do
   [ -f "$integration/pyproject.toml" ] && pip -e "$integration[test]"
 done
-# Convert the embedded GGUF model to safetensors once, so the first run is fast.
-.venv/bin/python -c "from attribot_rag.models import embedded_model_dir; print('embedded model:', embedded_model_dir())"
+# Convert the GGUF models to safetensors once, so that runs and tests start fast.
+.venv/bin/python scripts/prepare_models.py
