@@ -59,11 +59,18 @@ class Scorer:
         full = self.naive_logprobs(prompt, answer)
         return full, torch.stack([self.naive_logprobs(ids, answer) for ids in ablations])
 
-    # -- fast path -----------------------------------------------------------------------
+    # -- fast path: built on the host, copied without waiting, read back once ------------
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A host tensor on the model's device; on CUDA through pinned memory, asynchronously, so
+        that the host never waits for the GPU between ablations."""
+        if self.device.type != "cuda":
+            return tensor
+        return tensor.pin_memory().to(self.device, non_blocking=True)
+
     def _answer_logprobs(self, hidden: torch.Tensor, starts: list[int], answer: torch.Tensor) -> torch.Tensor:
         """Log-probs of ``answer`` for each row whose answer begins at ``starts[row]``; the
         vocabulary projection runs only at those positions."""
-        positions = torch.tensor(starts, device=hidden.device)[:, None] - 1 + torch.arange(len(answer), device=hidden.device)
+        positions = self._to_device(torch.tensor(starts)[:, None] - 1 + torch.arange(len(answer)))
         states = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
         logits = self._head(states).float()
         if self._softcap:
@@ -102,7 +109,7 @@ class Scorer:
     def _full(self, prompt: Sequence[int], answer: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
         """Answer log-probs given the whole prompt, and the keys/values of that forward."""
         cache = DynamicCache()
-        ids = torch.cat([torch.tensor(list(prompt), device=self.device), answer])[None]
+        ids = torch.cat([self._to_device(torch.tensor(list(prompt))), answer])[None]
         return self._answer_logprobs(self._forward(ids, cache), [len(prompt)], answer)[0], cache
 
     @torch.inference_mode()
@@ -110,9 +117,9 @@ class Scorer:
         """Answer token log-probs given ``prompt`` (shape ``[A]``) and given each ablated prompt
         (shape ``[N, A]``), float32 on the CPU. Each ablated prompt reuses the cached keys and
         values of its common prefix with ``prompt``."""
-        answer_t = torch.tensor(list(answer), device=self.device)
+        answer_t = self._to_device(torch.tensor(list(answer)))
         full, cache = self._full(prompt, answer_t)
-        ablated = torch.empty(len(ablations), len(answer), device=self.device)
+        scored: list[tuple[list[int], torch.Tensor]] = []
         prefixes = [common_prefix(prompt, ablation) for ablation in ablations]
         # Sorted by shared prefix, the ablations of a batch share the longest prefixes.
         order = sorted(range(len(ablations)), key=prefixes.__getitem__)
@@ -123,7 +130,7 @@ class Scorer:
             batch = order[done : done + batch_size]
             try:
                 prefix = min(prefixes[i] for i in batch)
-                ablated[batch] = self._score_batch([ablations[i] for i in batch], prefix, answer_t, cache)
+                scored.append((batch, self._score_batch([ablations[i] for i in batch], prefix, answer, cache)))
             except (torch.OutOfMemoryError, RuntimeError) as error:
                 if not _is_out_of_memory(error):
                     raise
@@ -136,7 +143,10 @@ class Scorer:
             done += len(batch)
             bar.update(len(batch))
         bar.close()
-        return full.cpu(), ablated.cpu()
+        ablated = torch.empty(len(ablations), len(answer))
+        for batch, logprobs in scored:
+            ablated[batch] = logprobs.cpu()
+        return full.cpu(), ablated
 
     @torch.inference_mode()
     def frozen_loo(self, prompt: Sequence[int], answer: Sequence[int], tail: int, spans: Sequence[tuple[int, int]], batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,34 +154,33 @@ class Scorer:
         full prompt's keys/values stay as they are and only the tail (``prompt[tail:]`` and the
         answer) is recomputed, with the span masked out of its attention. Not exact: tokens
         between the span and the tail still saw the span."""
-        answer_t = torch.tensor(list(answer), device=self.device)
+        answer_t = self._to_device(torch.tensor(list(answer)))
         full, cache = self._full(prompt, answer_t)
-        rest = torch.cat([torch.tensor(list(prompt[tail:]), device=self.device), answer_t])
+        rest = self._to_device(torch.tensor(list(prompt[tail:]) + list(answer)))
         ablated = torch.empty(len(spans), len(answer), device=self.device)
         for first in range(0, len(spans), self.batch_size or batch_size):
             batch = spans[first : first + (self.batch_size or batch_size)]
-            mask = torch.ones(len(batch), tail + len(rest), dtype=torch.long, device=self.device)
+            mask = torch.ones(len(batch), tail + len(rest), dtype=torch.long)
             for row, (a, b) in enumerate(batch):
                 mask[row, a:b] = 0
-            hidden = self._forward(rest.expand(len(batch), -1), self._prefix_cache(cache, tail, len(batch)), attention_mask=mask)
+            hidden = self._forward(rest.expand(len(batch), -1), self._prefix_cache(cache, tail, len(batch)), attention_mask=self._to_device(mask))
             ablated[first : first + len(batch)] = self._answer_logprobs(hidden, [len(prompt) - tail] * len(batch), answer_t)
         return full.cpu(), ablated.cpu()
 
-    def _score_batch(self, ablations: Sequence[Sequence[int]], shared: int, answer: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+    def _score_batch(self, ablations: Sequence[Sequence[int]], shared: int, answer: Sequence[int], cache: DynamicCache) -> torch.Tensor:
         # Recompute from one token before the end of the shared prefix, so that every row has
         # the position that predicts its first answer token, even when an ablated prompt is
         # a prefix of the full one.
         prefix = max(shared - 1, 0)
         rows = [list(ablation[prefix:]) for ablation in ablations]
         width = max(len(r) for r in rows) + len(answer)
-        ids = torch.zeros(len(rows), width, dtype=torch.long, device=self.device)
-        mask = torch.zeros(len(rows), prefix + width, dtype=torch.long, device=self.device)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), prefix + width, dtype=torch.long)
         mask[:, :prefix] = 1
         for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row, device=self.device)
-            ids[i, len(row) : len(row) + len(answer)] = answer
+            ids[i, : len(row) + len(answer)] = torch.tensor(row + list(answer))
             mask[i, prefix : prefix + len(row) + len(answer)] = 1
         past = self._prefix_cache(cache, prefix, len(rows)) if prefix else DynamicCache()
         # A batch of one has no padding: no mask lets attention take its fastest path.
-        hidden = self._forward(ids, past, attention_mask=mask if len(rows) > 1 else None)
-        return self._answer_logprobs(hidden, [len(r) for r in rows], answer)
+        hidden = self._forward(self._to_device(ids), past, attention_mask=self._to_device(mask) if len(rows) > 1 else None)
+        return self._answer_logprobs(hidden, [len(r) for r in rows], self._to_device(torch.tensor(list(answer))))

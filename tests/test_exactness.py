@@ -112,3 +112,15 @@ def test_pruned_rescores_the_proxys_best_sentences(attributor: Attributor) -> No
     best_two = sorted(range(len(exact.sentences)), key=lambda i: exact.sentences[i].score, reverse=True)[:2]
     assert sorted(scored) == sorted(best_two)
     assert pruned.target is not None
+
+
+def test_fast_estimate_finds_the_carrying_sentence_and_feeds_hierarchical(attributor: Attributor) -> None:
+    question, documents, answer = LAYOUTS["three documents"]
+    fast = attributor.attribute(question, documents, answer, method="fast")
+    assert fast.top(1)[0].text == "It was completed in 1742."
+    assert fast.top_documents(1)[0].doc_id == "veltrana"
+    # with the same document kept, the sentence pass is exact whichever pass chose it
+    exact_docs = attributor.attribute(question, documents, answer, method="hierarchical", keep_documents=1)
+    fast_docs = attributor.attribute(question, documents, answer, method="hierarchical", keep_documents=1, doc_method="fast")
+    assert [s.score for s in fast_docs.sentences] == pytest.approx([s.score for s in exact_docs.sentences], abs=TOLERANCE)
+    assert [s.score for s in fast_docs.documents] == pytest.approx([s.score for s in fast.documents], abs=TOLERANCE)
