@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/speed.py --n 3
 
-Each question runs every method in turn (same model, same prompt), so the ratios compare
-like with like on a shared, noisy machine; medians over questions are reported.
+Each question runs every method in turn (same model, same prompt). On a shared, noisy machine
+wall time swings with the neighbours' load, so the process's CPU time is recorded too (with
+one torch thread, OMP_NUM_THREADS=1, it is the work done); medians over questions are reported.
 """
 
 from __future__ import annotations
@@ -46,19 +47,21 @@ def main() -> None:
         answer = f"The answer is {item['answer']}."
         row = {"id": item["id"], "documents": len(documents)}
         for method in METHODS:
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             result = attributor.attribute(item["question"], documents, answer, method=method, keep_documents=args.keep_documents)
-            row[method] = time.perf_counter() - start
+            row[method] = time.perf_counter() - wall
+            row[f"{method} cpu"] = time.process_time() - cpu
         row["sentences"] = len(result.sentences)
         row["prompt_tokens"] = len(attributor.tokenizer(result.prompt, add_special_tokens=False).input_ids)
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    medians = {m: statistics.median(r[m] for r in rows) for m in METHODS}
+    timings = [f"{m}{kind}" for kind in ("", " cpu") for m in METHODS]
+    medians = {t: statistics.median(r[t] for r in rows) for t in timings}
     ratios = {
-        "naive/exact": statistics.median(r["naive"] / r["exact"] for r in rows),
-        "exact/hierarchical": statistics.median(r["exact"] / r["hierarchical"] for r in rows),
-        "naive/hierarchical": statistics.median(r["naive"] / r["hierarchical"] for r in rows),
+        f"{a}/{b}{kind}": statistics.median(r[a + kind] / r[b + kind] for r in rows)
+        for kind in ("", " cpu")
+        for a, b in (("naive", "exact"), ("exact", "hierarchical"), ("naive", "hierarchical"))
     }
     report = {
         "command": "benchmarks/speed.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
