@@ -38,7 +38,6 @@ import math
 import os
 import platform
 import re
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -100,7 +99,8 @@ def complete_sentences(text: str) -> str:
 # -- ContextCite ---------------------------------------------------------------------------
 def contextcite_scores(model, tokenizer, prompt: str, spans: list[tuple[int, int]], answer: str, ablations: list[int]) -> dict[int, tuple[np.ndarray, float]]:
     """ContextCite's sentence weights for each ablation count in ``ablations`` and the time
-    that count costs (its own ablation forwards plus its fit), from one growing set of masks."""
+    that count costs (its own ablation forwards plus its fit) and the tokens it forwarded, from
+    one growing set of masks."""
     from context_cite import ContextCiter
     from context_cite.context_partitioner import BaseContextPartitioner
     from context_cite.utils import get_masks_and_logit_probs
@@ -145,6 +145,7 @@ def contextcite_scores(model, tokenizer, prompt: str, spans: list[tuple[int, int
 
     citer = PromptCiter(model, tokenizer, prompt, "", partitioner=SpanPartitioner(prompt, spans), num_ablations=max(ablations))
     masks, logit_probs, elapsed, out = [], [], 0.0, {}
+    TokenCounter.tokens = 0
     for count in sorted(ablations):
         start = time.perf_counter()
         new = count - sum(len(m) for m in masks)
@@ -159,15 +160,35 @@ def contextcite_scores(model, tokenizer, prompt: str, spans: list[tuple[int, int
         citer._cache["reg_masks"] = np.concatenate(masks)
         citer._cache["reg_logit_probs"] = np.concatenate(logit_probs)
         weights, _ = citer._get_attributions_for_ids_range(0, len(answer_ids))
-        out[count] = (np.asarray(weights, dtype=np.float64), elapsed + time.perf_counter() - start)
+        out[count] = (np.asarray(weights, dtype=np.float64), elapsed + time.perf_counter() - start, TokenCounter.tokens)
     return out
 
 
 # -- measuring -----------------------------------------------------------------------------
+class TokenCounter:
+    """Tokens that went through a model's decoder (rows x new positions per forward, so
+    padding counts too): a measure of compute that, unlike time, does not depend on what
+    else runs on the machine. It leaves out attention's growth with context length and the
+    vocabulary projection (ContextCite projects every position, our scorer the answer only)."""
+
+    tokens = 0
+
+    @classmethod
+    def attach(cls, model) -> None:
+        def count(module, args, kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            if ids is None:
+                ids = kwargs["inputs_embeds"][..., 0]
+            cls.tokens += ids.numel()
+
+        model.get_decoder().register_forward_pre_hook(count, with_kwargs=True)
+
+
 def timed(call):
+    TokenCounter.tokens = 0
     start = time.perf_counter()
     result = call()
-    return result, time.perf_counter() - start
+    return result, time.perf_counter() - start, TokenCounter.tokens
 
 
 def scores(spans) -> list[float | None]:
@@ -178,8 +199,14 @@ def gold_documents(item: dict, gold: list[int], sentence_docs: list[int]) -> lis
     return sorted({sentence_docs[g] for g in gold})
 
 
-def evaluate(reference: dict, estimate: dict, gold: list[int], gold_docs: list[int], seconds: float, reference_seconds: float) -> dict:
-    row = {"seconds": seconds, "speedup": reference_seconds / seconds if seconds > 0 else math.nan}
+def evaluate(reference: dict, estimate: dict, gold: list[int], gold_docs: list[int], cost: tuple[float, int], reference_cost: tuple[float, int]) -> dict:
+    (seconds, tokens), (reference_seconds, reference_tokens) = cost, reference_cost
+    row = {
+        "seconds": seconds,
+        "speedup": reference_seconds / seconds if seconds > 0 else math.nan,
+        "tokens": tokens,
+        "token_speedup": reference_tokens / tokens if tokens > 0 else math.nan,
+    }
     row["sentences"] = ev.compare(reference["sentences"], estimate["sentences"], k=3, gold=gold)
     if estimate.get("documents") is not None:
         row["documents"] = ev.compare(reference["documents"], estimate["documents"], k=2, gold=gold_docs)
@@ -207,13 +234,13 @@ def warm_up(att: Attributor, second: dict | None, with_cc: bool) -> None:
 
 def run_question(item: dict, att: Attributor, args, methods: list[str], with_cc: bool, second: dict | None) -> dict:
     documents = documents_of(item)
-    raw, gen_seconds = timed(lambda: att.generate(item["question"], documents, max_new_tokens=args.max_new_tokens))
+    raw, gen_seconds, _ = timed(lambda: att.generate(item["question"], documents, max_new_tokens=args.max_new_tokens))
     answer = complete_sentences(raw)
     row = {"id": item["id"], "question": item["question"], "answer": answer, "raw_answer": raw, "generate_seconds": gen_seconds}
     if not answer.strip():
         row["skipped"] = "empty answer"
         return row
-    exact, exact_seconds = timed(lambda: att.attribute(item["question"], documents, answer, method="exact"))
+    exact, *exact_cost = timed(lambda: att.attribute(item["question"], documents, answer, method="exact"))
     reference = {"sentences": scores(exact.sentences), "documents": scores(exact.documents)}
     sentence_docs = [s.doc_index for s in exact.sentences]
     gold = gold_sentences(item)
@@ -229,42 +256,44 @@ def run_question(item: dict, att: Attributor, args, methods: list[str], with_cc:
         gold_documents=gold_docs,
         full_logprob=exact.full_logprob,
     )
-    settings = {"exact": evaluate(reference, reference, gold, gold_docs, exact_seconds, exact_seconds)}
+    settings = {"exact": evaluate(reference, reference, gold, gold_docs, exact_cost, exact_cost)}
     for name in methods:
         if name in OUR_METHODS:
-            result, seconds = timed(lambda: att.attribute(item["question"], documents, answer, **OUR_METHODS[name]))
+            result, *cost = timed(lambda: att.attribute(item["question"], documents, answer, **OUR_METHODS[name]))
             estimate = {"sentences": scores(result.sentences), "documents": scores(result.documents)}
-            settings[name] = evaluate(reference, estimate, gold, gold_docs, seconds, exact_seconds)
+            settings[name] = evaluate(reference, estimate, gold, gold_docs, cost, exact_cost)
     if with_cc and "contextcite" in methods:
         spans = [(s.prompt_start, s.prompt_end) for s in exact.sentences]
-        for count, (weights, seconds) in contextcite_scores(att.model, att.tokenizer, exact.prompt, spans, answer, args.contextcite_ablations).items():
+        for count, (weights, seconds, tokens) in contextcite_scores(att.model, att.tokenizer, exact.prompt, spans, answer, args.contextcite_ablations).items():
             estimate = {"sentences": [float(w) for w in weights], "documents": None}
-            settings[f"contextcite-{count}"] = evaluate(reference, estimate, gold, gold_docs, seconds, exact_seconds)
+            settings[f"contextcite-{count}"] = evaluate(reference, estimate, gold, gold_docs, (seconds, tokens), exact_cost)
     row["settings"] = settings
-    print(f"  exact {exact_seconds:.1f}s; " + ", ".join(f"{k} x{v['speedup']:.2f} r3={v['sentences']['top3_recall']:.2f}" for k, v in settings.items() if k != "exact"), flush=True)
+    print(f"  exact {exact_cost[0]:.1f}s; " + ", ".join(f"{k} x{v['speedup']:.2f} r3={v['sentences']['top3_recall']:.2f}" for k, v in settings.items() if k != "exact"), flush=True)
 
     if second is not None:
-        row["cross"] = cross_family(item, documents, answer, reference, exact_seconds, gold, gold_docs, second, methods)
+        row["cross"] = cross_family(item, documents, answer, reference, exact_cost, gold, gold_docs, second, methods)
     return row
 
 
-def cross_family(item, documents, answer, smol_reference, smol_seconds, gold, gold_docs, second, methods) -> dict:
-    """SmolLM2 <-> second model: each one's exact LOO as the other's proxy, and ``pruned``."""
-    target_exact, target_seconds = timed(lambda: second["att"].attribute(item["question"], documents, answer, method="exact"))
+def cross_family(item, documents, answer, smol_reference, smol_cost, gold, gold_docs, second, methods) -> dict:
+    """SmolLM2 <-> second model: each one's exact LOO as the other's proxy, and ``pruned``.
+    Token counts add both models' tokens (their sizes are close: 135M and 270M parameters, of
+    which 100M+ outside the embeddings each)."""
+    target_exact, *target_cost = timed(lambda: second["att"].attribute(item["question"], documents, answer, method="exact"))
     target_reference = {"sentences": scores(target_exact.sentences), "documents": scores(target_exact.documents)}
     name = second["name"]
     out = {
-        f"exact:{name}": {"seconds": target_seconds, "full_logprob": target_exact.full_logprob, "scores": target_reference},
-        # the proxy's own exact LOO against the target's exact LOO (time: the proxy's)
-        f"proxy:SmolLM2->{name}": evaluate(target_reference, smol_reference, gold, gold_docs, smol_seconds, target_seconds),
-        f"proxy:{name}->SmolLM2": evaluate(smol_reference, target_reference, gold, gold_docs, target_seconds, smol_seconds),
+        f"exact:{name}": {"seconds": target_cost[0], "tokens": target_cost[1], "full_logprob": target_exact.full_logprob, "scores": target_reference},
+        # the proxy's own exact LOO against the target's exact LOO (cost: the proxy's)
+        f"proxy:SmolLM2->{name}": evaluate(target_reference, smol_reference, gold, gold_docs, smol_cost, target_cost),
+        f"proxy:{name}->SmolLM2": evaluate(smol_reference, target_reference, gold, gold_docs, target_cost, smol_cost),
     }
     if "pruned" in methods:
-        result, seconds = timed(lambda: second["pruned"].attribute(item["question"], documents, answer, method="pruned", keep_sentences=KEEP_SENTENCES))
-        out[f"pruned:SmolLM2->{name}"] = evaluate(target_reference, {"sentences": scores(result.sentences)}, gold, gold_docs, seconds, target_seconds)
+        result, *cost = timed(lambda: second["pruned"].attribute(item["question"], documents, answer, method="pruned", keep_sentences=KEEP_SENTENCES))
+        out[f"pruned:SmolLM2->{name}"] = evaluate(target_reference, {"sentences": scores(result.sentences)}, gold, gold_docs, cost, target_cost)
     if "pruned-reverse" in methods:
-        result, seconds = timed(lambda: second["reverse"].attribute(item["question"], documents, answer, method="pruned", keep_sentences=KEEP_SENTENCES))
-        out[f"pruned:{name}->SmolLM2"] = evaluate(smol_reference, {"sentences": scores(result.sentences)}, gold, gold_docs, seconds, smol_seconds)
+        result, *cost = timed(lambda: second["reverse"].attribute(item["question"], documents, answer, method="pruned", keep_sentences=KEEP_SENTENCES))
+        out[f"pruned:{name}->SmolLM2"] = evaluate(smol_reference, {"sentences": scores(result.sentences)}, gold, gold_docs, cost, smol_cost)
     print("  cross: " + ", ".join(f"{k} x{v['speedup']:.2f} r3={v['sentences']['top3_recall']:.2f}" for k, v in out.items() if "speedup" in v), flush=True)
     return out
 
@@ -286,15 +315,19 @@ def aggregate(rows: list[dict], key: str) -> dict:
         s = {
             "questions": len(entries),
             "speedup": ev.summarize(e["speedup"] for e in entries),
+            "token_speedup": ev.summarize(e["token_speedup"] for e in entries),
             "seconds": ev.summarize(e["seconds"] for e in entries),
+            "tokens": ev.summarize(e["tokens"] for e in entries),
             "sentences": {m: ev.summarize(e["sentences"][m] for e in entries) for m in METRICS},
         }
         if all("documents" in e for e in entries):
             s["documents"] = {m: ev.summarize(e["documents"][m] for e in entries) for m in DOC_METRICS}
         summary[name] = s
     front = pareto([(n, s["speedup"]["median"], s["sentences"]["top3_recall"]["mean"]) for n, s in summary.items()])
+    token_front = pareto([(n, s["token_speedup"]["median"], s["sentences"]["top3_recall"]["mean"]) for n, s in summary.items()])
     for name in summary:
         summary[name]["pareto"] = name in front
+        summary[name]["pareto_tokens"] = name in token_front
     return summary
 
 
@@ -318,11 +351,13 @@ def _fmt(stat: dict, digits: int = 2, both: bool = True) -> str:
 def markdown_table(summary: dict, reference_label: str) -> str:
     lines = [
         f"Reference: {reference_label}. Correlations: median / mean over questions; top-1, top-3 and gold recall: "
-        "median / mean; speed-up: median of per-question (reference time / method time); "
-        "doc: the same at document level (top-2 recall). ★ = on the Pareto front (speed-up vs mean top-3 recall).",
+        "median / mean; speed-up: median of per-question (reference time / method time); compute speed-up: "
+        "the same with tokens forwarded through the decoder instead of time (load-independent); "
+        "doc: the same at document level (top-2 recall). ★ / ☆ = on the Pareto front of mean top-3 recall vs "
+        "time / compute speed-up.",
         "",
-        "| setting | q | speed-up | Spearman | Pearson | top-1 | top-3 recall | gold recall (n) | doc Spearman | doc top-1 | doc top-2 recall |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | q | speed-up (time) | speed-up (compute) | Spearman | Pearson | top-1 | top-3 recall | gold recall (n) | doc Spearman | doc top-1 | doc top-2 recall |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in summary.items():
         sent, doc = s["sentences"], s.get("documents")
@@ -331,7 +366,8 @@ def markdown_table(summary: dict, reference_label: str) -> str:
         doc_cells = [_fmt(doc["spearman"]), _fmt(doc["top1"]), _fmt(doc["top2_recall"])] if doc else ["–"] * 3
         lines.append(
             "| " + " | ".join(
-                [("★ " if s["pareto"] else "") + name, str(s["questions"]), f"{s['speedup']['median']:.2f}×",
+                [("★" if s["pareto"] else "") + ("☆" if s["pareto_tokens"] else "") + " " + name, str(s["questions"]),
+                 f"{s['speedup']['median']:.2f}×", f"{s['token_speedup']['median']:.2f}×",
                  _fmt(sent["spearman"]), _fmt(sent["pearson"]), _fmt(sent["top1"]), _fmt(sent["top3_recall"]), gold_text, *doc_cells]
             ) + " |"
         )
@@ -344,22 +380,26 @@ def plot(summary: dict, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, s in summary.items():
-        x, y = s["speedup"]["median"], s["sentences"]["top3_recall"]["mean"]
-        if x is None or y is None:
-            continue
-        ax.scatter([x], [y], color="tab:red" if s["pareto"] else "tab:blue", zorder=3)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    front = sorted((s["speedup"]["median"], s["sentences"]["top3_recall"]["mean"]) for s in summary.values() if s["pareto"])
-    if len(front) > 1:
-        ax.plot(*zip(*front), color="tab:red", alpha=0.4, zorder=2)
-    ax.set_xscale("log")
-    ax.set_xlabel("speed-up vs exact LOO (median, log scale)")
-    ax.set_ylabel("recall of exact top-3 in top-3 (mean)")
-    ax.set_ylim(-0.05, 1.05)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(title, fontsize=10)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    for ax, key, flag, label in (
+        (axes[0], "speedup", "pareto", "speed-up vs exact LOO, wall time (median, log scale)"),
+        (axes[1], "token_speedup", "pareto_tokens", "speed-up vs exact LOO, tokens forwarded (median, log scale)"),
+    ):
+        for name, s in summary.items():
+            x, y = s[key]["median"], s["sentences"]["top3_recall"]["mean"]
+            if x is None or y is None:
+                continue
+            ax.scatter([x], [y], color="tab:red" if s[flag] else "tab:blue", zorder=3)
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        front = sorted((s[key]["median"], s["sentences"]["top3_recall"]["mean"]) for s in summary.values() if s[flag])
+        if len(front) > 1:
+            ax.step(*zip(*front), where="post", color="tab:red", alpha=0.4, zorder=2)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("recall of exact top-3 in top-3 (mean)")
+    axes[0].set_ylim(-0.05, 1.05)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -403,13 +443,18 @@ def main() -> None:
     parser.add_argument("--second-model", default="auto", help="directory of a second model family for the cross-family block; 'auto': Gemma 3 270M if installed (see second_model.py); 'none': skip")
     parser.add_argument("--second-n", type=int, default=None, help="questions (the first ones) for the cross-family block (default: all)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: on a shared 2-core machine two threads made a forward 5x slower, 10.9 s vs 2.1 s, from OpenMP waits)")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
+    start = time.perf_counter()
     n = args.n or DEFAULT_N[args.dataset]
     path = args.data or DATA_DIR / FILES[args.dataset]
     items = load_questions(path, n)
     smol = load_model(None)
+    TokenCounter.attach(smol.model)
     att = Attributor(smol)
     second = None
     if args.second_model != "none":
@@ -425,6 +470,7 @@ def main() -> None:
                 second_dir = None
         if second_dir:
             loaded = load_model(second_dir)
+            TokenCounter.attach(loaded.model)
             name = "Gemma3-270M" if "gemma" in second_dir.lower() else Path(second_dir).name
             second = {
                 "name": name,
@@ -434,7 +480,7 @@ def main() -> None:
                 "reverse": Attributor(loaded, target=smol),
             }
     meta = {
-        "_start": time.perf_counter(),
+        "_start": start,
         "command": " ".join([".venv/bin/python", "benchmarks/faithfulness.py", *sys.argv[1:]]),
         "dataset": args.dataset,
         "data": str(path),
@@ -450,7 +496,7 @@ def main() -> None:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     warm_up(att, second, "contextcite" in args.methods and args.contextcite_n > 0)
-    meta["warm_up_seconds"] = time.perf_counter() - meta["_start"]
+    meta["load_and_warm_up_seconds"] = time.perf_counter() - start
     rows = []
     for i, item in enumerate(items):
         print(f"[{i + 1}/{len(items)}] {item['id']}: {item['question']}", flush=True)
