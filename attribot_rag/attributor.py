@@ -19,7 +19,15 @@ from .results import AnswerSentence, AttributionResult, SpanScore
 from .scorer import Scorer
 from .spans import Document, split_sentences
 
-Method = Literal["naive", "exact", "hierarchical", "pruned", "fast"]
+Method = Literal["naive", "exact", "hierarchical", "pruned", "fast", "auto"]
+Budget = Literal["fast", "balanced", "faithful"]
+# What method="auto" runs for each budget: the settings on our measured speed/faithfulness
+# front (benchmarks/results/FAITHFULNESS.md; README, "How faithful, how fast").
+BUDGETS: dict[str, dict] = {
+    "faithful": {"method": "exact"},
+    "balanced": {"method": "hierarchical", "keep_documents": 3, "doc_method": "exact"},
+    "fast": {"method": "hierarchical", "keep_documents": 2, "doc_method": "fast"},
+}
 ModelSpec = str | os.PathLike | LoadedModel | None
 
 
@@ -113,18 +121,25 @@ class Attributor:
         keep_sentences: int = 5,
         doc_method: Literal["exact", "fast"] = "exact",
         truncate: Literal["error", "documents"] = "error",
+        budget: Budget = "balanced",
     ) -> AttributionResult:
         """Score every document and sentence by how much the answer's log-probability drops
         without it. ``hierarchical`` scores sentences of the top ``keep_documents`` only (its
         document pass exact, or frozen-context with ``doc_method="fast"``); ``pruned`` needs a
         ``target``; ``fast`` is the experimental frozen-context estimate. A prompt longer than
         the model's window is an error, or with ``truncate="documents"`` loses its
-        last-retrieved documents (listed in ``dropped_documents``)."""
+        last-retrieved documents (listed in ``dropped_documents``). ``method="auto"`` picks the
+        method and its settings for ``budget`` (see ``BUDGETS``)."""
         _check_text("question", question)
         _check_text("answer", answer)
         documents = as_documents(documents)
+        if method == "auto":
+            if budget not in BUDGETS:
+                raise ValueError(f"unknown budget {budget!r}; choose {', '.join(BUDGETS)}")
+            settings = {"keep_documents": keep_documents, "doc_method": doc_method, **BUDGETS[budget]}
+            method, keep_documents, doc_method = settings["method"], settings["keep_documents"], settings["doc_method"]
         if method not in ("naive", "exact", "hierarchical", "pruned", "fast"):
-            raise ValueError(f"unknown method {method!r}; choose naive, exact, hierarchical, pruned or fast")
+            raise ValueError(f"unknown method {method!r}; choose naive, exact, hierarchical, pruned, fast or auto")
         if doc_method not in ("exact", "fast"):
             raise ValueError(f"unknown doc_method {doc_method!r}; choose exact or fast")
         if method == "pruned" and self._target is None:

@@ -57,3 +57,14 @@ def test_result_serialises_and_ranks(attributor: Attributor) -> None:
     assert result.top(1)[0].text == "Ann wrote it."
     assert '"method":"exact"' in result.model_dump_json()
     assert result.cited_answer().startswith("Ann wrote it.[1]")
+
+
+def test_auto_method_follows_the_budget(attributor: Attributor) -> None:
+    from attribot_rag.attributor import BUDGETS
+
+    documents = ["Ann wrote it. Bob read it.", "Cats purr."]
+    for budget, settings in BUDGETS.items():
+        result = attributor.attribute(Q, documents, A, method="auto", budget=budget)
+        assert result.method == settings["method"]
+    with pytest.raises(ValueError, match="unknown budget"):
+        attributor.attribute(Q, documents, A, method="auto", budget="cheap")
