@@ -26,7 +26,7 @@ Budget = Literal["fast", "balanced", "faithful"]
 BUDGETS: dict[str, dict] = {
     "faithful": {"method": "exact"},
     "balanced": {"method": "hierarchical", "keep_documents": 3, "doc_method": "exact"},
-    "fast": {"method": "hierarchical", "keep_documents": 2, "doc_method": "fast"},
+    "fast": {"method": "fast"},
 }
 ModelSpec = str | os.PathLike | LoadedModel | None
 
