@@ -28,6 +28,11 @@ def check_template(template: str) -> None:
             raise ValueError(f"prompt_template must contain {field} exactly once: {template!r}")
 
 
+def _adds_bos(tokenizer) -> bool:
+    ids = tokenizer("a").input_ids
+    return tokenizer.bos_token_id is not None and bool(ids) and ids[0] == tokenizer.bos_token_id
+
+
 @dataclass(frozen=True)
 class RenderedPrompt:
     """The prompt text and where each document block and sentence lies in it."""
@@ -40,8 +45,9 @@ class RenderedPrompt:
 
 
 def render(question: str, documents: list[Document], tokenizer, template: str = DEFAULT_TEMPLATE) -> RenderedPrompt:
-    """Render the user message with ``template`` and the tokenizer's chat template (plain text
-    plus an answer cue when the tokenizer has none), tracking every span's offsets."""
+    """Render the user message with ``template`` and the tokenizer's chat template (else plain
+    text, after the BOS token where the tokenizer adds one, plus an answer cue), tracking every
+    span's offsets."""
     check_template(template)
     context, doc_offsets, text_offsets = "", [], []
     for number, document in enumerate(documents, start=1):
@@ -61,7 +67,9 @@ def render(question: str, documents: list[Document], tokenizer, template: str = 
         if shift < 0:
             raise ValueError("the chat template rewrites the user message; pass a model whose template keeps it verbatim")
     else:
-        text, shift = message + PLAIN_ANSWER_CUE, 0
+        # Without a template nothing else adds the BOS token a model was trained to see first.
+        bos = tokenizer.bos_token if tokenizer is not None and _adds_bos(tokenizer) else ""
+        text, shift = bos + message + PLAIN_ANSWER_CUE, len(bos)
     shift += len(before)
 
     sentences, sentence_spans = [], []

@@ -8,4 +8,4 @@ from attribot_rag.models import cache_dir, convert_gguf, embedded_model_dir
 if __name__ == "__main__":
     print("embedded model:", embedded_model_dir())
     gguf = assemble(cache_dir() / "gguf" / MODEL_NAME)
-    print("test model:", convert_gguf(gguf, cache_dir() / gguf.stem))
+    print("second model family:", convert_gguf(gguf, cache_dir() / gguf.stem))

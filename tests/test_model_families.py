@@ -41,6 +41,7 @@ def test_exact_equals_naive_with_sliding_window_and_no_chat_template(gemma: Attr
     exact = gemma.attribute(QUESTION, documents, ANSWER, method="exact")
     prompt_tokens = len(gemma.tokenizer(exact.prompt, add_special_tokens=False).input_ids)
     assert gemma.tokenizer.chat_template is None and exact.prompt.endswith("\n\nAnswer:\n")
+    assert exact.prompt.startswith(gemma.tokenizer.bos_token)  # the plain prompt keeps Gemma's BOS
     assert prompt_tokens > gemma.model.config.sliding_window
     naive = gemma.attribute(QUESTION, documents, ANSWER, method="naive")
     for level in ("documents", "sentences"):
