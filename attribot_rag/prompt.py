@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from functools import cached_property
 
 from .spans import Document, Sentence, document_sentences
 
@@ -99,10 +100,13 @@ class TokenizedText:
         encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         return cls(list(encoding["input_ids"]), [tuple(o) for o in encoding["offset_mapping"]])
 
+    @cached_property
+    def _starts_and_ends(self) -> tuple[list[int], list[int]]:
+        return [s for s, _ in self.offsets], [e for _, e in self.offsets]
+
     def token_range(self, start: int, end: int) -> tuple[int, int]:
         """The tokens overlapping characters ``[start, end)``: deleting them removes the span."""
-        ends = [e for _, e in self.offsets]
-        starts = [s for s, _ in self.offsets]
+        starts, ends = self._starts_and_ends
         first = bisect.bisect_right(ends, start)
         last = bisect.bisect_left(starts, end)
         if first >= last:

@@ -130,7 +130,7 @@ class Scorer:
             batch = order[done : done + batch_size]
             try:
                 prefix = min(prefixes[i] for i in batch)
-                scored.append((batch, self._score_batch([ablations[i] for i in batch], prefix, answer, cache)))
+                scored.append((batch, self._score_batch([ablations[i] for i in batch], prefix, answer, answer_t, cache)))
             except (torch.OutOfMemoryError, RuntimeError) as error:
                 if not _is_out_of_memory(error):
                     raise
@@ -158,8 +158,9 @@ class Scorer:
         full, cache = self._full(prompt, answer_t)
         rest = self._to_device(torch.tensor(list(prompt[tail:]) + list(answer)))
         ablated = torch.empty(len(spans), len(answer), device=self.device)
-        for first in range(0, len(spans), self.batch_size or batch_size):
-            batch = spans[first : first + (self.batch_size or batch_size)]
+        size = self.batch_size or batch_size
+        for first in range(0, len(spans), size):
+            batch = spans[first : first + size]
             mask = torch.ones(len(batch), tail + len(rest), dtype=torch.long)
             for row, (a, b) in enumerate(batch):
                 mask[row, a:b] = 0
@@ -167,7 +168,8 @@ class Scorer:
             ablated[first : first + len(batch)] = self._answer_logprobs(hidden, [len(prompt) - tail] * len(batch), answer_t)
         return full.cpu(), ablated.cpu()
 
-    def _score_batch(self, ablations: Sequence[Sequence[int]], shared: int, answer: Sequence[int], cache: DynamicCache) -> torch.Tensor:
+    def _score_batch(self, ablations: Sequence[Sequence[int]], shared: int, answer: Sequence[int], answer_t: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+        # ``answer`` builds the inputs on the host; ``answer_t`` is the same ids on the device.
         # Recompute from one token before the end of the shared prefix, so that every row has
         # the position that predicts its first answer token, even when an ablated prompt is
         # a prefix of the full one.
@@ -183,4 +185,4 @@ class Scorer:
         past = self._prefix_cache(cache, prefix, len(rows)) if prefix else DynamicCache()
         # A batch of one has no padding: no mask lets attention take its fastest path.
         hidden = self._forward(self._to_device(ids), past, attention_mask=self._to_device(mask) if len(rows) > 1 else None)
-        return self._answer_logprobs(hidden, [len(r) for r in rows], self._to_device(torch.tensor(list(answer))))
+        return self._answer_logprobs(hidden, [len(r) for r in rows], answer_t)
