@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
@@ -138,8 +138,8 @@ class Attributor:
                 raise ValueError(f"unknown budget {budget!r}; choose {', '.join(BUDGETS)}")
             settings = {"keep_documents": keep_documents, "doc_method": doc_method, **BUDGETS[budget]}
             method, keep_documents, doc_method = settings["method"], settings["keep_documents"], settings["doc_method"]
-        if method not in ("naive", "exact", "hierarchical", "pruned", "fast"):
-            raise ValueError(f"unknown method {method!r}; choose naive, exact, hierarchical, pruned, fast or auto")
+        if method not in get_args(Method):
+            raise ValueError(f"unknown method {method!r}; choose {', '.join(get_args(Method))}")
         if doc_method not in ("exact", "fast"):
             raise ValueError(f"unknown doc_method {doc_method!r}; choose exact or fast")
         if method == "pruned" and self._target is None:

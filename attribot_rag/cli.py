@@ -9,8 +9,9 @@ import time
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from importlib.resources import files
+from typing import get_args
 
-from .attributor import Attributor
+from .attributor import BUDGETS, Attributor, Method
 from .results import AttributionResult
 from .spans import Document, split_sentences
 
@@ -40,7 +41,7 @@ def attribute_command(args: argparse.Namespace) -> int:
     attributor = _attributor(args)
     answer = data.get("answer") or _complete_sentences(attributor.generate(data["question"], documents))
     result = attributor.attribute(
-        data["question"], documents, answer, method=args.method, keep_documents=args.keep_documents, keep_sentences=args.keep_sentences
+        data["question"], documents, answer, method=args.method, keep_documents=args.keep_documents, keep_sentences=args.keep_sentences, budget=args.budget
     )
     if args.json:
         print(result.model_dump_json(indent=2))
@@ -98,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     attribute = commands.choices["attribute"]
     commands.choices["demo"].add_argument("--plain", action="store_true", help="the core's own path, even where an integration provides one")
     attribute.add_argument("--input", required=True, help='JSON file: {"question": ..., "documents": [str | {"text", "id", "title"}], "answer": ...}; without "answer", the model answers')
-    attribute.add_argument("--method", default="hierarchical", choices=["naive", "exact", "hierarchical", "pruned"])
+    attribute.add_argument("--method", default="hierarchical", choices=get_args(Method))
+    attribute.add_argument("--budget", default="balanced", choices=list(BUDGETS), help="what --method auto runs")
     attribute.add_argument("--keep-documents", type=int, default=2)
     attribute.add_argument("--keep-sentences", type=int, default=5)
     attribute.add_argument("--top", type=int, default=5, help="sentences in the table")
