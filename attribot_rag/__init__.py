@@ -1,20 +1,47 @@
-"""attribot-rag: faithful, fast leave-one-out citations for RAG answers."""
+"""attribot-rag: faithful, fast leave-one-out citations for RAG answers.
 
-from .attributor import Attributor
-from .models import LoadedModel, load_model
-from .results import AnswerSentence, AttributionResult, Citation, SpanScore
-from .scorer import AttributionOutOfMemory
-from .spans import Document
+The public names load lazily (PEP 562), so that ``attribot-rag --help`` and the light modules
+(options, spans, results) do not import torch and transformers.
+"""
 
-__all__ = [
-    "AnswerSentence",
-    "AttributionOutOfMemory",
-    "AttributionResult",
-    "Attributor",
-    "Citation",
-    "Document",
-    "LoadedModel",
-    "SpanScore",
-    "load_model",
-]
-__version__ = "0.1.0"
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+_EXPORTS = {
+    "Attributor": "attributor",
+    "shared_attributor": "attributor",
+    "METHODS": "methods",
+    "LoadedModel": "models",
+    "load_model": "models",
+    "BUDGETS": "options",
+    "AttributionOptions": "options",
+    "AnswerSentence": "results",
+    "AttributionResult": "results",
+    "AttributionSettings": "results",
+    "Citation": "results",
+    "SpanScore": "results",
+    "AttributionOutOfMemory": "scorer",
+    "Document": "spans",
+}
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+if TYPE_CHECKING:
+    from .attributor import Attributor, shared_attributor
+    from .methods import METHODS
+    from .models import LoadedModel, load_model
+    from .options import BUDGETS, AttributionOptions
+    from .results import AnswerSentence, AttributionResult, AttributionSettings, Citation, SpanScore
+    from .scorer import AttributionOutOfMemory
+    from .spans import Document
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'attribot_rag' has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value

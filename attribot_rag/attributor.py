@@ -7,27 +7,19 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import Literal, get_args
+from typing import Any, Literal
 
 import torch
 
-from . import methods
-from .methods import Drops, Problem
+from ._version import __version__
+from .methods import METHODS, Drops, Problem
 from .models import LoadedModel, load_model
+from .options import AttributionOptions, Budget, Method
 from .prompt import DEFAULT_TEMPLATE, TokenizedText, check_template, render
-from .results import AnswerSentence, AttributionResult, SpanScore
+from .results import AnswerSentence, AttributionResult, AttributionSettings, SpanScore
 from .scorer import Scorer
 from .spans import Document, split_sentences
 
-Method = Literal["naive", "exact", "hierarchical", "pruned", "fast", "auto"]
-Budget = Literal["fast", "balanced", "faithful"]
-# What method="auto" runs for each budget: the settings on our measured speed/faithfulness
-# front (benchmarks/results/FAITHFULNESS.md; README, "How faithful, how fast").
-BUDGETS: dict[str, dict] = {
-    "faithful": {"method": "exact"},
-    "balanced": {"method": "hierarchical", "keep_documents": 3, "doc_method": "exact"},
-    "fast": {"method": "fast"},
-}
 ModelSpec = str | os.PathLike | LoadedModel | None
 
 
@@ -116,7 +108,7 @@ class Attributor:
         question: str,
         documents: Sequence[Document | str],
         answer: str,
-        method: Method = "hierarchical",
+        method: Method = "auto",
         keep_documents: int = 2,
         keep_sentences: int = 5,
         doc_method: Literal["exact", "fast"] = "exact",
@@ -124,48 +116,56 @@ class Attributor:
         budget: Budget = "balanced",
     ) -> AttributionResult:
         """Score every document and sentence by how much the answer's log-probability drops
-        without it. ``hierarchical`` scores sentences of the top ``keep_documents`` only (its
-        document pass exact, or frozen-context with ``doc_method="fast"``); ``pruned`` needs a
-        ``target``; ``fast`` is the experimental frozen-context estimate. A prompt longer than
-        the model's window is an error, or with ``truncate="documents"`` loses its
-        last-retrieved documents (listed in ``dropped_documents``). ``method="auto"`` picks the
-        method and its settings for ``budget`` (see ``BUDGETS``)."""
+        without it. ``method="auto"`` (the default) runs what ``budget`` maps to
+        (``options.BUDGETS``); ``hierarchical`` scores sentences of the top ``keep_documents``
+        only (its document pass exact, or frozen-context with ``doc_method="fast"``);
+        ``pruned`` needs a ``target``; ``fast`` is the experimental frozen-context estimate. A
+        prompt longer than the model's window is an error, or with ``truncate="documents"``
+        loses its last-retrieved documents (listed in ``dropped_documents``)."""
+        options = AttributionOptions(
+            method=method, budget=budget, keep_documents=keep_documents, keep_sentences=keep_sentences, doc_method=doc_method, truncate=truncate
+        )
+        return self.attribute_with(question, documents, answer, options)
+
+    def attribute_with(self, question: str, documents: Sequence[Document | str], answer: str, options: AttributionOptions) -> AttributionResult:
+        """``attribute`` with its settings as one ``AttributionOptions`` (the form the CLI, the
+        integrations, batch jobs and the service pass around)."""
         _check_text("question", question)
         _check_text("answer", answer)
         documents = as_documents(documents)
-        if method == "auto":
-            if budget not in BUDGETS:
-                raise ValueError(f"unknown budget {budget!r}; choose {', '.join(BUDGETS)}")
-            settings = {"keep_documents": keep_documents, "doc_method": doc_method, **BUDGETS[budget]}
-            method, keep_documents, doc_method = settings["method"], settings["keep_documents"], settings["doc_method"]
-        if method not in get_args(Method):
-            raise ValueError(f"unknown method {method!r}; choose {', '.join(get_args(Method))}")
-        if doc_method not in ("exact", "fast"):
-            raise ValueError(f"unknown doc_method {doc_method!r}; choose exact or fast")
-        if method == "pruned" and self._target is None:
-            raise ValueError("method='pruned' needs a target model: Attributor(target=...)")
-        if keep_documents < 1 or keep_sentences < 1:
-            raise ValueError("keep_documents and keep_sentences must be at least 1")
-        if truncate not in ("error", "documents"):
-            raise ValueError(f"unknown truncate {truncate!r}; choose error or documents")
+        resolved = options.resolved()
+        spec = METHODS[resolved.method]
+        if spec.needs_target and self._target is None:
+            raise ValueError(f"method={resolved.method!r} needs a target model: Attributor(target=...)")
         with self._lock:
             timings = {}
             start = time.perf_counter()
-            problem = self._problem(self._proxy, question, documents, answer, truncate == "documents")
+            problem = self._problem(self._proxy, question, documents, answer, resolved.truncate == "documents")
             timings["prepare"] = time.perf_counter() - start
             start = time.perf_counter()
-            if method in ("naive", "exact", "fast"):
-                drops = getattr(methods, method)(problem)
-            elif method == "hierarchical":
-                drops = methods.hierarchical(problem, keep_documents, doc_method)
-            else:
-                target = self._problem(self._target, question, problem.rendered.documents, answer)
-                drops = methods.pruned(problem, target, keep_sentences)
+            extra: dict[str, Any] = {}
+            if spec.needs_target:
+                extra["target"] = self._problem(self._target, question, problem.rendered.documents, answer)
+            drops = spec.run(problem, **options.method_options(), **extra)
             timings["score"] = time.perf_counter() - start
         dropped = list(range(len(problem.rendered.documents), len(documents)))
-        return self._result(method, problem, drops, answer, timings, dropped)
+        return self._result(options, problem, drops, answer, timings, dropped)
 
-    def _result(self, method: str, problem: Problem, drops: Drops, answer: str, timings: dict[str, float], dropped: list[int]) -> AttributionResult:
+    def settings(self, options: AttributionOptions) -> AttributionSettings:
+        """The settings a result of ``options`` records (method resolved, model, device, dtype)."""
+        resolved = options.resolved()
+        return AttributionSettings(
+            method=resolved.method,
+            options=options.method_options(),
+            budget=options.budget if options.method == "auto" else None,
+            model=self._proxy.name,
+            target=self._target.name if METHODS[resolved.method].needs_target else None,
+            device=str(self.model.device),
+            dtype=str(self.model.dtype).removeprefix("torch."),
+            version=__version__,
+        )
+
+    def _result(self, options: AttributionOptions, problem: Problem, drops: Drops, answer: str, timings: dict[str, float], dropped: list[int]) -> AttributionResult:
         rendered = problem.rendered
 
         def spans(drop_of: dict[int, torch.Tensor], kind: str, tokens: slice) -> list[SpanScore]:
@@ -209,10 +209,11 @@ class Attributor:
                     sentences=spans(drops.sentences, "sentence", own),
                 )
             )
+        settings = self.settings(options)
         return AttributionResult(
-            method=method,
-            model=self._proxy.name,
-            target=self._target.name if method == "pruned" else None,
+            method=settings.method,
+            model=settings.model,
+            target=settings.target,
             prompt=rendered.text,
             answer=answer,
             full_logprob=float(drops.full.sum()),
@@ -221,6 +222,7 @@ class Attributor:
             answer_sentences=answer_sentences,
             timings=timings,
             dropped_documents=dropped,
+            settings=settings,
         )
 
     def generate(self, question: str, documents: Sequence[Document | str], max_new_tokens: int = 48) -> str:
@@ -228,6 +230,13 @@ class Attributor:
         _check_text("question", question)
         rendered = render(question, as_documents(documents), self.tokenizer, self.prompt_template)
         return self.complete(rendered.text, max_new_tokens)
+
+    def generate_answer(self, question: str, documents: Sequence[Document | str], max_new_tokens: int = 48) -> str:
+        """``generate``, cut after its last complete sentence (a short answer stays whole): the
+        answer the CLI, the demo and batch jobs attribute when none is given."""
+        text = self.generate(question, documents, max_new_tokens)
+        complete = [end for _, end in split_sentences(text) if text[end - 1] in ".!?。"]
+        return text[: complete[-1]] if complete else text
 
     def chat(self, messages: list[dict[str, str]], max_new_tokens: int = 48) -> str:
         """Greedy reply of the (proxy) model to chat ``messages`` (``{"role", "content"}``),
@@ -249,6 +258,20 @@ class Attributor:
                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
             )
         return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+
+
+_shared: dict[tuple[str | None, str | None, str | None], Attributor] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_attributor(model: str | None = None, device: str | None = None, dtype: str | None = None) -> Attributor:
+    """One ``Attributor`` per (model, device, dtype) per process, loaded on first use: the
+    default of both integrations, so a process that uses both loads the model once."""
+    key = (model, device, dtype)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = Attributor(model, device=device, dtype=dtype)
+        return _shared[key]
 
 
 def _token_claims(offsets: list[tuple[int, int]], claims: list[tuple[int, int]]) -> list[int]:

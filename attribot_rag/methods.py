@@ -13,11 +13,14 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-
-import torch
+from typing import TYPE_CHECKING, Literal, get_args
 
 from .prompt import RenderedPrompt, TokenizedText
-from .scorer import Scorer
+
+if TYPE_CHECKING:  # the registry stays importable without torch (CLI parsing, option checks)
+    import torch
+
+    from .scorer import Scorer
 
 Span = tuple[int, int]
 
@@ -143,3 +146,28 @@ def pruned(proxy: Problem, target: Problem, keep_sentences: int) -> Drops:
     drops = sentence_loo(target, _top(proxy_drops.sentences, keep_sentences))
     drops.full = proxy_drops.full
     return drops
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its function, the options it takes (fields of
+    ``AttributionOptions``), whether it needs a target model, and one line for help texts."""
+
+    run: Callable[..., Drops]
+    summary: str
+    options: tuple[str, ...] = ()
+    needs_target: bool = False
+
+
+# The one list of methods: the CLI's choices, the options model, the integrations' fields and
+# the benchmarks derive from it.
+METHODS: dict[str, MethodSpec] = {
+    "naive": MethodSpec(naive, "the reference: one uncached forward per ablated prompt"),
+    "exact": MethodSpec(exact, "the same scores, prefix-cached"),
+    "hierarchical": MethodSpec(hierarchical, "documents, then sentences of the top keep_documents", ("keep_documents", "doc_method")),
+    "pruned": MethodSpec(pruned, "the proxy keeps keep_sentences sentences; the target rescores them", ("keep_sentences",), needs_target=True),
+    "fast": MethodSpec(fast, "experimental frozen-context estimate, all spans in a few forwards"),
+}
+MethodName = Literal["naive", "exact", "hierarchical", "pruned", "fast"]
+if set(get_args(MethodName)) != set(METHODS):  # the literal is for type checkers; keep it in step
+    raise ImportError(f"MethodName {get_args(MethodName)} differs from METHODS {tuple(METHODS)}")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+from .methods import MethodName
 
 
 class SpanScore(BaseModel):
@@ -55,12 +57,27 @@ class Citation(BaseModel):
     claim_scores: list[float]
 
 
+class AttributionSettings(BaseModel):
+    """What produced a result, so that a stored result says how to reproduce it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    method: MethodName
+    options: dict[str, Any]
+    budget: str | None = None
+    model: str
+    target: str | None = None
+    device: str
+    dtype: str
+    version: str
+
+
 class AttributionResult(BaseModel):
     """LOO attribution of an answer to its context; see the README for the exact contract."""
 
     model_config = ConfigDict(frozen=True)
 
-    method: Literal["naive", "exact", "hierarchical", "pruned", "fast"]
+    method: MethodName
     model: str
     target: str | None = None
     prompt: str
@@ -71,6 +88,7 @@ class AttributionResult(BaseModel):
     answer_sentences: list[AnswerSentence]
     timings: dict[str, float]
     dropped_documents: list[int] = []
+    settings: AttributionSettings | None = None
 
     def top(self, k: int | None = 3) -> list[SpanScore]:
         """The ``k`` highest-scoring sentences."""

@@ -60,7 +60,7 @@ def test_result_serialises_and_ranks(attributor: Attributor) -> None:
 
 
 def test_auto_method_follows_the_budget(attributor: Attributor) -> None:
-    from attribot_rag.attributor import BUDGETS
+    from attribot_rag import BUDGETS
 
     documents = ["Ann wrote it. Bob read it.", "Cats purr."]
     for budget, settings in BUDGETS.items():

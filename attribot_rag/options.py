@@ -1,0 +1,62 @@
+"""The settings of one attribution, shared by the Python API, the CLI, the integrations, the
+batch jobs and the service: one pydantic model, so every entry point validates them alike."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .methods import METHODS, MethodName
+
+Method = Literal[MethodName, "auto"]
+Budget = Literal["fast", "balanced", "faithful"]
+
+# What method="auto" runs for each budget: the settings on our measured speed/faithfulness
+# front (README, "How faithful, how fast"; benchmarks/results/).
+BUDGETS: dict[str, dict[str, Any]] = {
+    "faithful": {"method": "exact"},
+    "balanced": {"method": "hierarchical", "keep_documents": 3, "doc_method": "exact"},
+    "fast": {"method": "fast"},
+}
+
+
+class AttributionOptions(BaseModel):
+    """How to attribute: the method (or ``"auto"`` with a ``budget``) and its options.
+
+    Options a method does not use are ignored by it; ``resolved()`` replaces ``"auto"`` by the
+    method and options its budget maps to (``BUDGETS``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Method = "auto"
+    budget: Budget = "balanced"
+    keep_documents: int = Field(2, ge=1, description="hierarchical: documents kept for the sentence pass")
+    keep_sentences: int = Field(5, ge=1, description="pruned: sentences the target rescores")
+    doc_method: Literal["exact", "fast"] = Field("exact", description="hierarchical: the document pass")
+    truncate: Literal["error", "documents"] = Field("error", description="documents: drop the last-retrieved documents until the prompt fits")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_names(cls, data: Any) -> Any:
+        """Name the choices in the error, as a user typing ``--method fastest`` needs."""
+        if isinstance(data, dict):
+            choices = {"method": [*METHODS, "auto"], "budget": list(BUDGETS), "doc_method": ["exact", "fast"], "truncate": ["error", "documents"]}
+            for name, allowed in choices.items():
+                if name in data and data[name] not in allowed:
+                    raise ValueError(f"unknown {name} {data[name]!r}; choose {', '.join(allowed)}")
+            for name in ("keep_documents", "keep_sentences"):
+                if isinstance(data.get(name), int) and data[name] < 1:
+                    raise ValueError("keep_documents and keep_sentences must be at least 1")
+        return data
+
+    def resolved(self) -> AttributionOptions:
+        """The options with ``method="auto"`` replaced by what ``budget`` maps to."""
+        if self.method != "auto":
+            return self
+        return self.model_copy(update=BUDGETS[self.budget])
+
+    def method_options(self) -> dict[str, Any]:
+        """The options the (resolved) method takes, by name."""
+        resolved = self.resolved()
+        return {name: getattr(resolved, name) for name in METHODS[resolved.method].options}
