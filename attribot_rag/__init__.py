@@ -19,12 +19,16 @@ _EXPORTS = {
     "load_model": "models",
     "BUDGETS": "options",
     "AttributionOptions": "options",
+    "CitationOptions": "options",
     "AnswerSentence": "results",
     "AttributionResult": "results",
     "AttributionSettings": "results",
     "Citation": "results",
     "SpanScore": "results",
     "AttributionOutOfMemory": "scorer",
+    "RemoteAttributor": "remote",
+    "RemoteAttributionError": "remote",
+    "RemoteInputError": "remote",
     "Document": "spans",
 }
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -33,7 +37,8 @@ if TYPE_CHECKING:
     from .attributor import Attributor, shared_attributor
     from .methods import METHODS
     from .models import LoadedModel, load_model
-    from .options import BUDGETS, AttributionOptions
+    from .options import BUDGETS, AttributionOptions, CitationOptions
+    from .remote import RemoteAttributionError, RemoteAttributor, RemoteInputError
     from .results import AnswerSentence, AttributionResult, AttributionSettings, Citation, SpanScore
     from .scorer import AttributionOutOfMemory
     from .spans import Document

@@ -3,50 +3,31 @@
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
 
 from ._version import __version__
-from .methods import METHODS, Drops, Problem
-from .models import LoadedModel, load_model
+from .locking import FifoLock
+from .messages import Messages, as_messages, render_messages
+from .methods import METHODS, Drops, Problem, context_gain
+from .models import LoadedModel, load_model, quiet_loading
 from .options import AttributionOptions, Budget, Method
-from .prompt import DEFAULT_TEMPLATE, TokenizedText, check_template, render
+from .prompt import DEFAULT_TEMPLATE, RenderedPrompt, TokenizedText, check_template, render
 from .results import AnswerSentence, AttributionResult, AttributionSettings, SpanScore
 from .scorer import Scorer
 from .spans import Document, split_sentences
+from .validation import as_documents, check_text
 
+logger = logging.getLogger(__name__)
 ModelSpec = str | os.PathLike | LoadedModel | None
-
-
-def as_documents(documents: Sequence[Document | str]) -> list[Document]:
-    """Validate ``documents`` (``Document`` objects or plain strings)."""
-    if isinstance(documents, (str, Document)) or not isinstance(documents, Sequence):
-        raise TypeError("documents must be a list of Document objects or strings")
-    if not documents:
-        raise ValueError("no documents: attribution needs at least one")
-    result = []
-    for index, document in enumerate(documents):
-        if isinstance(document, str):
-            document = Document(text=document)
-        elif not isinstance(document, Document):
-            raise TypeError(f"document {index} is a {type(document).__name__}, not a Document or str")
-        if not document.text.strip():
-            raise ValueError(f"document {index} is empty")
-        result.append(document)
-    return result
-
-
-def _check_text(name: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
-    if not value.strip():
-        raise ValueError(f"{name} is empty")
-    return value
+# Renders the prompt of some documents for a tokenizer: the question form or given messages.
+RenderFor = Callable[[Any, list[Document]], RenderedPrompt]
 
 
 class Attributor:
@@ -55,8 +36,9 @@ class Attributor:
     ``model``: Hugging Face id or local path (default: the embedded SmolLM2-135M-Instruct).
     ``target``: an optional larger model that rescores the proxy's best sentences
     (``method="pruned"``). ``prompt_template``: the user message, with ``{context}`` and
-    ``{question}``; the tokenizer's chat template wraps it. Calls are serialised by a lock, so
-    one instance can be shared by threads.
+    ``{question}``; the tokenizer's chat template wraps it. Calls are serialised by a
+    first-come, first-served lock, so one instance can be shared by threads. ``progress``:
+    show loading and ablation progress bars (off by default: a library stays quiet).
     """
 
     def __init__(
@@ -71,36 +53,82 @@ class Attributor:
         progress: bool = False,
     ):
         check_template(prompt_template)
-        self._proxy = load_model(model, device, dtype)
-        self._target = load_model(target, device, dtype) if target is not None else None
+        check_text("prompt_template", prompt_template)
+        with quiet_loading(not progress):
+            self._proxy = load_model(model, device, dtype)
+            self._target = load_model(target, device, dtype) if target is not None else None
         self.prompt_template = prompt_template
         self._scorers = {id(m): Scorer(m.model, batch_size, progress) for m in (self._proxy, self._target) if m}
-        self._lock = threading.Lock()
+        self._lock = FifoLock()
+        # budget="faithful" scores in float32: a float32 copy of a proxy loaded in another
+        # dtype, reloaded from its source on first use (``_proxy_for``).
+        self._source, self._batch_size, self._progress = model, batch_size, progress
+        self._float32: LoadedModel | None = None
 
     @property
     def model(self):
         return self._proxy.model
 
+    def _needs_float32(self, options: AttributionOptions) -> bool:
+        """``budget="faithful"`` always scores in float32, whatever the proxy's dtype."""
+        return options.method == "auto" and options.budget == "faithful" and self.model.dtype != torch.float32
+
+    def _proxy_for(self, options: AttributionOptions) -> LoadedModel:
+        """The proxy that scores ``options``: the loaded one, or for ``budget="faithful"`` on
+        a proxy in another dtype its float32 copy (loaded once, from the same source)."""
+        if not self._needs_float32(options):
+            return self._proxy
+        if self._float32 is None:
+            if isinstance(self._source, LoadedModel):
+                raise ValueError(
+                    f"budget='faithful' scores in float32 and this Attributor was given a {str(self.model.dtype).removeprefix('torch.')} "
+                    "model object it cannot reload; pass a model id or path, or a float32 model"
+                )
+            with quiet_loading(not self._progress):
+                self._float32 = load_model(self._source, str(self.model.device), torch.float32)
+            self._scorers[id(self._float32)] = Scorer(self._float32.model, self._batch_size, self._progress)
+        return self._float32
+
     @property
     def tokenizer(self):
         return self._proxy.tokenizer
 
-    def _problem(self, loaded: LoadedModel, question: str, documents: list[Document], answer: str, truncate: bool = False) -> Problem:
-        """Render and tokenize for ``loaded``; with ``truncate``, drop last-retrieved documents
-        until the prompt fits the context window."""
-        rendered = render(question, documents, loaded.tokenizer, self.prompt_template)
-        prompt = TokenizedText.of(loaded.tokenizer, rendered.text)
-        answer_tokens = TokenizedText.of(loaded.tokenizer, answer)
-        special = set(loaded.tokenizer.all_special_ids)
-        if all(t in special for t in answer_tokens.ids):
-            raise ValueError("the answer has no tokens other than special tokens")
+    def _problem(
+        self,
+        loaded: LoadedModel,
+        render_for: RenderFor,
+        documents: list[Document],
+        answer: str,
+        truncate: bool | None = False,
+    ) -> Problem:
+        """Render (``render_for(tokenizer, documents)``) and tokenize for ``loaded``; with
+        ``truncate``, keep the most first-retrieved documents that fit the context window,
+        found by bisection (a logarithmic number of renders; the prompt grows with every
+        document) (``None``: the prompt is given, it cannot be truncated)."""
+        answer_tokens = TokenizedText.of(loaded.tokenizer, answer, [(0, len(answer))])
         window = getattr(loaded.model.config.get_text_config(), "max_position_embeddings", None)
-        total = len(prompt.ids) + len(answer_tokens.ids)
+
+        def tokenized(count: int) -> tuple[RenderedPrompt, TokenizedText, int]:
+            rendered = render_for(loaded.tokenizer, documents[:count])
+            prompt = TokenizedText.of(loaded.tokenizer, rendered.text, rendered.literal_spans)
+            return rendered, prompt, len(prompt.ids) + len(answer_tokens.ids)
+
+        rendered, prompt, total = tokenized(len(documents))
         if window and total > window:
-            if truncate and len(documents) > 1:
-                return self._problem(loaded, question, documents[:-1], answer, truncate)
-            hint = "" if truncate else "; pass truncate='documents' to drop the last-retrieved documents"
-            raise ValueError(f"prompt and answer are {total} tokens, {total - window} more than {loaded.name}'s context window of {window}{hint}")
+            fits, too_long = 0, len(documents)
+            if truncate:
+                while too_long - fits > 1:  # documents[:fits] fit (or fits == 0), documents[:too_long] do not
+                    middle = (fits + too_long) // 2
+                    candidate = tokenized(middle)
+                    if candidate[2] <= window:
+                        fits, (rendered, prompt, _) = middle, candidate
+                    else:
+                        too_long, total = middle, candidate[2]
+            if not fits:
+                hint = "; pass truncate='documents' to drop the last-retrieved documents" if truncate is False else ""
+                raise ValueError(
+                    f"prompt and answer are {total} tokens, {total - window} more than {loaded.name}'s context window of {window}{hint}"
+                )
         return Problem(self._scorers[id(loaded)], loaded.tokenizer, rendered, prompt, answer_tokens)
 
     def attribute(
@@ -114,6 +142,7 @@ class Attributor:
         doc_method: Literal["exact", "fast"] = "exact",
         truncate: Literal["error", "documents"] = "error",
         budget: Budget = "balanced",
+        max_forwards: int | None = None,
     ) -> AttributionResult:
         """Score every document and sentence by how much the answer's log-probability drops
         without it. ``method="auto"`` (the default) runs what ``budget`` maps to
@@ -121,18 +150,103 @@ class Attributor:
         only (its document pass exact, or frozen-context with ``doc_method="fast"``);
         ``pruned`` needs a ``target``; ``fast`` is the experimental frozen-context estimate. A
         prompt longer than the model's window is an error, or with ``truncate="documents"``
-        loses its last-retrieved documents (listed in ``dropped_documents``)."""
+        loses its last-retrieved documents (listed in ``dropped_documents``). An attribution
+        that plans more than ``max_forwards`` forward passes is refused before it starts."""
         options = AttributionOptions(
-            method=method, budget=budget, keep_documents=keep_documents, keep_sentences=keep_sentences, doc_method=doc_method, truncate=truncate
+            method=method,
+            budget=budget,
+            keep_documents=keep_documents,
+            keep_sentences=keep_sentences,
+            doc_method=doc_method,
+            truncate=truncate,
+            max_forwards=max_forwards,
         )
         return self.attribute_with(question, documents, answer, options)
 
-    def attribute_with(self, question: str, documents: Sequence[Document | str], answer: str, options: AttributionOptions) -> AttributionResult:
+    def attribute_with(
+        self, question: str, documents: Sequence[Document | str], answer: str, options: AttributionOptions
+    ) -> AttributionResult:
         """``attribute`` with its settings as one ``AttributionOptions`` (the form the CLI, the
         integrations, batch jobs and the service pass around)."""
-        _check_text("question", question)
-        _check_text("answer", answer)
+        check_text("question", question)
+        check_text("answer", answer)
         documents = as_documents(documents)
+
+        def render_for(tokenizer: Any, docs: list[Document]) -> RenderedPrompt:
+            return render(question, docs, tokenizer, self.prompt_template)
+
+        return self._attribute(render_for, documents, answer, options, options.truncate == "documents")
+
+    def attribute_messages(
+        self,
+        messages: Messages,
+        answer: str,
+        documents: Sequence[Document | str],
+        *,
+        method: Method = "auto",
+        keep_documents: int = 2,
+        keep_sentences: int = 5,
+        doc_method: Literal["exact", "fast"] = "exact",
+        truncate: Literal["error", "documents"] = "error",
+        budget: Budget = "balanced",
+    ) -> AttributionResult:
+        """Attribute ``answer`` to the documents inside the prompt the LLM read: ``messages``,
+        chat messages (``{"role", "content"}`` dicts, as for ``apply_chat_template``) or a
+        completion string, rendered with the proxy's chat template. Each document is located
+        verbatim in the message contents; located documents and their sentences are scored,
+        everything else (system prompt, history, instructions) is context never ablated.
+        Documents not in the prompt are listed in ``result.unseen_documents`` and get no score.
+        Options as for ``attribute``; the LLM's prompt is never truncated."""
+        options = AttributionOptions(
+            method=method,
+            budget=budget,
+            keep_documents=keep_documents,
+            keep_sentences=keep_sentences,
+            doc_method=doc_method,
+            truncate=truncate,
+        )
+        return self.attribute_messages_with(messages, answer, documents, options)
+
+    def attribute_messages_with(
+        self, messages: Messages, answer: str, documents: Sequence[Document | str], options: AttributionOptions
+    ) -> AttributionResult:
+        """``attribute_messages`` with its settings as one ``AttributionOptions``."""
+        messages = as_messages(messages)
+        check_text("answer", answer)
+        documents = as_documents(documents)
+        if options.truncate == "documents":
+            raise ValueError(
+                "truncate='documents' does not apply to messages: the prompt the LLM read is attributed as it is"
+            )
+        _, located = render_messages(messages, documents, self.tokenizer)
+        if not located:
+            raise ValueError(
+                f"none of the {len(documents)} documents occurs verbatim in the messages: nothing to attribute"
+            )
+
+        def render_for(tokenizer: Any, docs: list[Document]) -> RenderedPrompt:
+            rendered, found = render_messages(messages, docs, tokenizer)
+            if found != list(range(len(docs))):  # a target whose template renders contents otherwise
+                raise ValueError(
+                    "the documents are not found in the same order in every model's rendering of the messages"
+                )
+            return rendered
+
+        unseen = sorted(set(range(len(documents))) - set(located))
+        return self._attribute(render_for, [documents[i] for i in located], answer, options, None, located, unseen)
+
+    def _attribute(
+        self,
+        render_for: RenderFor,
+        documents: list[Document],
+        answer: str,
+        options: AttributionOptions,
+        truncate: bool | None,
+        indices: list[int] | None = None,
+        unseen: list[int] | None = None,
+    ) -> AttributionResult:
+        """The body shared by both forms: render for the proxy (and target), run the method,
+        build the result. ``indices``: the caller's index of each document (default: its position)."""
         resolved = options.resolved()
         spec = METHODS[resolved.method]
         if spec.needs_target and self._target is None:
@@ -140,16 +254,26 @@ class Attributor:
         with self._lock:
             timings = {}
             start = time.perf_counter()
-            problem = self._problem(self._proxy, question, documents, answer, resolved.truncate == "documents")
+            problem = self._problem(self._proxy_for(options), render_for, documents, answer, truncate)
             timings["prepare"] = time.perf_counter() - start
             start = time.perf_counter()
             extra: dict[str, Any] = {}
-            if spec.needs_target:
-                extra["target"] = self._problem(self._target, question, problem.rendered.documents, answer)
+            if spec.needs_target and self._target is not None:  # None raised above
+                extra["target"] = self._problem(self._target, render_for, problem.rendered.documents, answer)
+            _check_cost(
+                resolved.method,
+                spec.forwards(problem, **options.method_options(), **extra),
+                len(problem.prompt.ids),
+                options.max_forwards,
+            )
             drops = spec.run(problem, **options.method_options(), **extra)
             timings["score"] = time.perf_counter() - start
+            start = time.perf_counter()
+            gain = context_gain(problem, drops.full)
+            timings["context_gain"] = time.perf_counter() - start
         dropped = list(range(len(problem.rendered.documents), len(documents)))
-        return self._result(options, problem, drops, answer, timings, dropped)
+        indices = indices if indices is not None else list(range(len(documents)))
+        return self._result(options, problem, drops, answer, timings, dropped, indices, unseen or [], gain)
 
     def settings(self, options: AttributionOptions) -> AttributionSettings:
         """The settings a result of ``options`` records (method resolved, model, device, dtype)."""
@@ -159,13 +283,24 @@ class Attributor:
             options=options.method_options(),
             budget=options.budget if options.method == "auto" else None,
             model=self._proxy.name,
-            target=self._target.name if METHODS[resolved.method].needs_target else None,
+            target=self._target.name if METHODS[resolved.method].needs_target and self._target is not None else None,
             device=str(self.model.device),
-            dtype=str(self.model.dtype).removeprefix("torch."),
+            dtype="float32" if self._needs_float32(options) else str(self.model.dtype).removeprefix("torch."),
             version=__version__,
         )
 
-    def _result(self, options: AttributionOptions, problem: Problem, drops: Drops, answer: str, timings: dict[str, float], dropped: list[int]) -> AttributionResult:
+    def _result(
+        self,
+        options: AttributionOptions,
+        problem: Problem,
+        drops: Drops,
+        answer: str,
+        timings: dict[str, float],
+        dropped: list[int],
+        indices: list[int],
+        unseen: list[int],
+        gain: float,
+    ) -> AttributionResult:
         rendered = problem.rendered
 
         def spans(drop_of: dict[int, torch.Tensor], kind: str, tokens: slice) -> list[SpanScore]:
@@ -181,8 +316,8 @@ class Attributor:
                 score = float(drop_of[i][tokens].sum()) if i in drop_of else None
                 out.append(
                     SpanScore(
-                        doc_index=doc_index,
-                        doc_id=document.id or str(doc_index),
+                        doc_index=indices[doc_index],
+                        doc_id=document.id or str(indices[doc_index]),
                         text=document.text[start:end],
                         start=start,
                         end=end,
@@ -217,19 +352,21 @@ class Attributor:
             prompt=rendered.text,
             answer=answer,
             full_logprob=float(drops.full.sum()),
+            context_gain=gain,
             documents=spans(drops.documents, "document", everything),
             sentences=spans(drops.sentences, "sentence", everything),
             answer_sentences=answer_sentences,
             timings=timings,
             dropped_documents=dropped,
+            unseen_documents=unseen,
             settings=settings,
         )
 
     def generate(self, question: str, documents: Sequence[Document | str], max_new_tokens: int = 48) -> str:
         """Greedy answer of the (proxy) model to the same prompt that ``attribute`` scores."""
-        _check_text("question", question)
+        check_text("question", question)
         rendered = render(question, as_documents(documents), self.tokenizer, self.prompt_template)
-        return self.complete(rendered.text, max_new_tokens)
+        return self._continue(TokenizedText.of(self.tokenizer, rendered.text, rendered.literal_spans), max_new_tokens)
 
     def generate_answer(self, question: str, documents: Sequence[Document | str], max_new_tokens: int = 48) -> str:
         """``generate``, cut after its last complete sentence (a short answer stays whole): the
@@ -244,11 +381,14 @@ class Attributor:
         prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return self.complete(prompt, max_new_tokens)
 
-    @torch.inference_mode()
     def complete(self, prompt: str, max_new_tokens: int = 48) -> str:
         """Greedy continuation of ``prompt`` (special tokens in it are parsed, none added)."""
+        return self._continue(TokenizedText.of(self.tokenizer, prompt), max_new_tokens)
+
+    @torch.inference_mode()
+    def _continue(self, prompt: TokenizedText, max_new_tokens: int) -> str:
         tokenizer, model = self.tokenizer, self.model
-        ids = torch.tensor([TokenizedText.of(tokenizer, prompt).ids], device=model.device)
+        ids = torch.tensor([prompt.ids], device=model.device)
         with self._lock:
             out = model.generate(
                 input_ids=ids,
@@ -272,6 +412,17 @@ def shared_attributor(model: str | None = None, device: str | None = None, dtype
         if key not in _shared:
             _shared[key] = Attributor(model, device=device, dtype=dtype)
         return _shared[key]
+
+
+def _check_cost(method: str, forwards: int, prompt_tokens: int, max_forwards: int | None) -> None:
+    """Log the planned forward passes once; refuse more than ``max_forwards`` of them before
+    any runs (``exact`` over thousands of sentences is an hour of silence on a CPU)."""
+    logger.info("%s: %d forward passes planned over a %d-token prompt", method, forwards, prompt_tokens)
+    if max_forwards is not None and forwards > max_forwards:
+        raise ValueError(
+            f"method={method!r} plans {forwards} forward passes over a {prompt_tokens}-token prompt, more than max_forwards={max_forwards}; "
+            "use method='auto' with budget='fast' or 'balanced', fewer documents, or a larger max_forwards"
+        )
 
 
 def _token_claims(offsets: list[tuple[int, int]], claims: list[tuple[int, int]]) -> list[int]:

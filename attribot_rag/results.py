@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,7 +25,7 @@ class SpanScore(BaseModel):
 
 
 def _ranked(spans: list[SpanScore], k: int | None) -> list[SpanScore]:
-    scored = sorted((s for s in spans if s.score is not None), key=lambda s: s.score, reverse=True)
+    scored = sorted((s for s in spans if s.score is not None), key=lambda s: cast(float, s.score), reverse=True)
     return scored[:k] if k is not None else scored
 
 
@@ -88,6 +88,10 @@ class AttributionResult(BaseModel):
     answer_sentences: list[AnswerSentence]
     timings: dict[str, float]
     dropped_documents: list[int] = []
+    unseen_documents: list[int] = []
+    # log p(answer | prompt) - log p(answer | prompt without any document): does the answer
+    # rest on the documents at all? (``None`` in results stored before it existed)
+    context_gain: float | None = None
     settings: AttributionSettings | None = None
 
     def top(self, k: int | None = 3) -> list[SpanScore]:
@@ -104,7 +108,11 @@ class AttributionResult(BaseModel):
         claims: dict[int, list[int]] = {}
         for claim, answer_sentence in enumerate(self.answer_sentences):
             # An answer sentence's spans are parallel to ``self.sentences``.
-            scored = [(s.score, i) for i, s in enumerate(answer_sentence.sentences) if s.score is not None and s.score > min_score]
+            scored = [
+                (s.score, i)
+                for i, s in enumerate(answer_sentence.sentences)
+                if s.score is not None and s.score > min_score
+            ]
             for _, key in sorted(scored, reverse=True)[:per_claim]:
                 numbers.setdefault(key, len(numbers) + 1)
                 claims.setdefault(key, []).append(claim)
@@ -130,3 +138,15 @@ class AttributionResult(BaseModel):
         parts.append(self.answer[cursor:])
         sources = [f"[{c.number}] {c.source.doc_id}: {c.source.text}" for c in citations]
         return "".join(parts) + ("\n\nSources:\n" + "\n".join(sources) if sources else "")
+
+    def to_html(self, heading: str | None = None, per_claim: int = 1, min_score: float = 0.0) -> str:
+        """This result as one self-contained HTML page, safe on untrusted text (``attribot_rag.html``)."""
+        from .html import render_html
+
+        return render_html([self], [heading], per_claim=per_claim, min_score=min_score)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the same page, in a sandboxed iframe."""
+        from .html import notebook_frame
+
+        return notebook_frame(self.to_html())

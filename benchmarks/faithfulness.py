@@ -45,34 +45,66 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attribot_rag import Attributor, Document, load_model
-from attribot_rag import evaluation as ev
+from attribot_rag import BUDGETS, METHODS, Attributor, Document, load_model
 from attribot_rag.spans import split_sentences
 
 ROOT = Path(__file__).resolve().parent
-DATA_DIR = ROOT.parent.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+import evaluation as ev  # noqa: E402  (benchmarks/evaluation.py: the metrics, tested in tests/)
+from baselines import BASELINES  # noqa: E402
+
+DATA_DIR = ROOT / "data"
 FILES = {"squad2": "squad2_dev_sample.jsonl", "hotpotqa": "hotpotqa_dev_sample.jsonl"}
 DEFAULT_N = {"squad2": 20, "hotpotqa": 10}
-# setting name -> attribute() keyword arguments
+# setting name -> attribute() keyword arguments: every registered method that needs no target
+# (naive has exact's scores), variants of hierarchical, and what each budget maps to.
 OUR_METHODS = {
-    "hierarchical-k1": dict(method="hierarchical", keep_documents=1),
-    "hierarchical-k2": dict(method="hierarchical", keep_documents=2),
-    "hierarchical-k3": dict(method="hierarchical", keep_documents=3),
+    **{
+        name: dict(method=name)
+        for name, spec in METHODS.items()
+        if not spec.needs_target and name not in ("naive", "exact", "hierarchical")
+    },
+    **{f"hierarchical-k{k}": dict(method="hierarchical", keep_documents=k) for k in (1, 2, 3)},
     "hierarchical-k2-fastdoc": dict(method="hierarchical", keep_documents=2, doc_method="fast"),
-    "fast": dict(method="fast"),
+    **{f"budget-{budget}": dict(method="auto", budget=budget) for budget in BUDGETS if budget != "faithful"},
 }
-ALL_METHODS = [*OUR_METHODS, "contextcite", "pruned", "pruned-reverse"]
+ALL_METHODS = [*OUR_METHODS, *BASELINES, "contextcite", "pruned", "pruned-reverse"]
 KEEP_SENTENCES = 5
 
 
 # -- data ----------------------------------------------------------------------------------
 def load_questions(path: Path, n: int) -> list[dict]:
     with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for _, line in zip(range(n), handle)]
+        return [json.loads(line) for _, line in zip(range(n), handle, strict=False)]
 
 
 def documents_of(item: dict) -> list[Document]:
     return [Document(title=d["title"], id=d["title"], sentences=d["sentences"]) for d in item["documents"]]
+
+
+def select_documents(item: dict, setting: str) -> dict:
+    """The question with the documents of ``setting``: ``full`` (all of them) or ``gold4``
+    (HotpotQA: the gold paragraphs and 2 distractors picked by a generator seeded with the
+    question id, in their original order)."""
+    if setting == "full":
+        return item
+    gold_titles = {title for title, _ in item.get("supporting", [])}
+    distractors = [d["title"] for d in item["documents"] if d["title"] not in gold_titles]
+    keep = gold_titles | set(np.random.default_rng(abs(hash_id(item["id"]))).permutation(distractors)[:2].tolist())
+    return dict(item, documents=[d for d in item["documents"] if d["title"] in keep])
+
+
+def hash_id(text: str) -> int:
+    """A stable integer of a question id (Python's ``hash`` of a str changes per process)."""
+    return int.from_bytes(text.encode("utf-8")[-8:].rjust(8, b"\0"), "little")
+
+
+def gold_answer(item: dict) -> str | None:
+    """The dataset's answer (HotpotQA ``answer``, SQuAD's first human answer); ``None`` for an
+    unanswerable SQuAD question."""
+    if "answers" in item:
+        return item["answers"][0]["text"] if item["answers"] else None
+    return item.get("answer")
 
 
 def gold_sentences(item: dict) -> list[int]:
@@ -97,7 +129,9 @@ def complete_sentences(text: str) -> str:
 
 
 # -- ContextCite ---------------------------------------------------------------------------
-def contextcite_scores(model, tokenizer, prompt: str, spans: list[tuple[int, int]], answer: str, ablations: list[int]) -> dict[int, tuple[np.ndarray, float]]:
+def contextcite_scores(
+    model, tokenizer, prompt: str, spans: list[tuple[int, int]], answer: str, ablations: list[int]
+) -> dict[int, tuple[np.ndarray, float]]:
     """ContextCite's sentence weights for each ablation count in ``ablations`` and the time
     that count costs (its own ablation forwards plus its fit) and the tokens it forwarded, from
     one growing set of masks."""
@@ -127,7 +161,7 @@ def contextcite_scores(model, tokenizer, prompt: str, spans: list[tuple[int, int
         def get_context(self, mask=None) -> str:
             if mask is None:
                 return self.context
-            return cut(self.context, [span for span, keep in zip(self.spans, mask) if not keep])
+            return cut(self.context, [span for span, keep in zip(self.spans, mask, strict=True) if not keep])
 
     answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
 
@@ -143,15 +177,24 @@ def contextcite_scores(model, tokenizer, prompt: str, spans: list[tuple[int, int
         def _response_ids(self):
             return answer_ids
 
-    citer = PromptCiter(model, tokenizer, prompt, "", partitioner=SpanPartitioner(prompt, spans), num_ablations=max(ablations))
+    citer = PromptCiter(
+        model, tokenizer, prompt, "", partitioner=SpanPartitioner(prompt, spans), num_ablations=max(ablations)
+    )
     masks, logit_probs, elapsed, out = [], [], 0.0, {}
     TokenCounter.tokens = 0
     for count in sorted(ablations):
         start = time.perf_counter()
         new = count - sum(len(m) for m in masks)
         m, lp = get_masks_and_logit_probs(
-            citer.model, citer.tokenizer, new, citer.num_sources, citer._get_prompt_ids, answer_ids,
-            citer.ablation_keep_prob, citer.batch_size, base_seed=sum(len(m) for m in masks),
+            citer.model,
+            citer.tokenizer,
+            new,
+            citer.num_sources,
+            citer._get_prompt_ids,
+            answer_ids,
+            citer.ablation_keep_prob,
+            citer.batch_size,
+            base_seed=sum(len(m) for m in masks),
         )
         masks.append(m)
         logit_probs.append(lp)
@@ -199,7 +242,15 @@ def gold_documents(item: dict, gold: list[int], sentence_docs: list[int]) -> lis
     return sorted({sentence_docs[g] for g in gold})
 
 
-def evaluate(reference: dict, estimate: dict, gold: list[int], gold_docs: list[int], cost: tuple[float, int], reference_cost: tuple[float, int]) -> dict:
+def evaluate(
+    reference: dict,
+    estimate: dict,
+    gold: list[int],
+    gold_docs: list[int],
+    cost: tuple[float, int],
+    reference_cost: tuple[float, int],
+    sentence_docs: list[int],
+) -> dict:
     (seconds, tokens), (reference_seconds, reference_tokens) = cost, reference_cost
     row = {
         "seconds": seconds,
@@ -208,6 +259,7 @@ def evaluate(reference: dict, estimate: dict, gold: list[int], gold_docs: list[i
         "token_speedup": reference_tokens / tokens if tokens > 0 else math.nan,
     }
     row["sentences"] = ev.compare(reference["sentences"], estimate["sentences"], k=3, gold=gold)
+    row["sentences"].update(ev.gold_metrics(estimate["sentences"], gold, sentence_docs, gold_docs))
     if estimate.get("documents") is not None:
         row["documents"] = ev.compare(reference["documents"], estimate["documents"], k=2, gold=gold_docs)
     row["scores"] = estimate
@@ -217,7 +269,10 @@ def evaluate(reference: dict, estimate: dict, gold: list[int], gold_docs: list[i
 def warm_up(att: Attributor, second: dict | None, with_cc: bool) -> None:
     """One small attribution per code path first, so that one-time costs (first kernels,
     allocator growth) do not land on the first question's timings."""
-    docs = [Document(title="A", sentences=["Paris is the capital of France. ", "It is large."]), Document(title="B", text="Berlin is in Germany.")]
+    docs = [
+        Document(title="A", sentences=["Paris is the capital of France. ", "It is large."]),
+        Document(title="B", text="Berlin is in Germany."),
+    ]
     question, answer = "What is the capital of France?", "Paris is the capital."
     for method in ("exact", "hierarchical", "fast"):
         att.attribute(question, docs, answer, method=method)
@@ -232,13 +287,27 @@ def warm_up(att: Attributor, second: dict | None, with_cc: bool) -> None:
         second["reverse"].attribute(question, docs, answer, method="pruned")
 
 
-def run_question(item: dict, att: Attributor, args, methods: list[str], with_cc: bool, second: dict | None) -> dict:
+def run_question(
+    item: dict, att: Attributor, args, methods: list[str], with_cc: bool, second: dict | None, baselines: dict
+) -> dict:
+    item = select_documents(item, args.setting)
     documents = documents_of(item)
-    raw, gen_seconds, _ = timed(lambda: att.generate(item["question"], documents, max_new_tokens=args.max_new_tokens))
-    answer = complete_sentences(raw)
-    row = {"id": item["id"], "question": item["question"], "answer": answer, "raw_answer": raw, "generate_seconds": gen_seconds}
+    if args.answer == "gold":
+        answer, raw, gen_seconds = gold_answer(item) or "", None, 0.0
+    else:
+        raw, gen_seconds, _ = timed(
+            lambda: att.generate(item["question"], documents, max_new_tokens=args.max_new_tokens)
+        )
+        answer = complete_sentences(raw)
+    row = {
+        "id": item["id"],
+        "question": item["question"],
+        "answer": answer,
+        "raw_answer": raw,
+        "generate_seconds": gen_seconds,
+    }
     if not answer.strip():
-        row["skipped"] = "empty answer"
+        row["skipped"] = "no gold answer (unanswerable)" if args.answer == "gold" else "empty answer"
         return row
     exact, *exact_cost = timed(lambda: att.attribute(item["question"], documents, answer, method="exact"))
     reference = {"sentences": scores(exact.sentences), "documents": scores(exact.documents)}
@@ -255,51 +324,114 @@ def run_question(item: dict, att: Attributor, args, methods: list[str], with_cc:
         gold=gold,
         gold_documents=gold_docs,
         full_logprob=exact.full_logprob,
+        context_gain=exact.context_gain,
     )
-    settings = {"exact": evaluate(reference, reference, gold, gold_docs, exact_cost, exact_cost)}
+    settings = {"exact": evaluate(reference, reference, gold, gold_docs, exact_cost, exact_cost, sentence_docs)}
     for name in methods:
         if name in OUR_METHODS:
-            result, *cost = timed(lambda: att.attribute(item["question"], documents, answer, **OUR_METHODS[name]))
+            result, *cost = timed(lambda name=name: att.attribute(item["question"], documents, answer, **OUR_METHODS[name]))
             estimate = {"sentences": scores(result.sentences), "documents": scores(result.documents)}
-            settings[name] = evaluate(reference, estimate, gold, gold_docs, cost, exact_cost)
+            settings[name] = evaluate(reference, estimate, gold, gold_docs, cost, exact_cost, sentence_docs)
+    texts = [s.text for s in exact.sentences]
+    for name in methods:
+        if name in baselines:
+            values, *cost = timed(lambda name=name: baselines[name](item["question"], answer, texts))
+            settings[name] = evaluate(
+                reference, {"sentences": values, "documents": None}, gold, gold_docs, cost, exact_cost, sentence_docs
+            )
     if with_cc and "contextcite" in methods:
         spans = [(s.prompt_start, s.prompt_end) for s in exact.sentences]
-        for count, (weights, seconds, tokens) in contextcite_scores(att.model, att.tokenizer, exact.prompt, spans, answer, args.contextcite_ablations).items():
+        for count, (weights, seconds, tokens) in contextcite_scores(
+            att.model, att.tokenizer, exact.prompt, spans, answer, args.contextcite_ablations
+        ).items():
             estimate = {"sentences": [float(w) for w in weights], "documents": None}
-            settings[f"contextcite-{count}"] = evaluate(reference, estimate, gold, gold_docs, (seconds, tokens), exact_cost)
+            settings[f"contextcite-{count}"] = evaluate(
+                reference, estimate, gold, gold_docs, (seconds, tokens), exact_cost, sentence_docs
+            )
     row["settings"] = settings
-    print(f"  exact {exact_cost[0]:.1f}s; " + ", ".join(f"{k} x{v['speedup']:.2f} r3={v['sentences']['top3_recall']:.2f}" for k, v in settings.items() if k != "exact"), flush=True)
+    print(
+        f"  exact {exact_cost[0]:.1f}s; "
+        + ", ".join(
+            f"{k} x{v['speedup']:.2f} r3={v['sentences']['top3_recall']:.2f}"
+            for k, v in settings.items()
+            if k != "exact"
+        ),
+        flush=True,
+    )
 
     if second is not None:
-        row["cross"] = cross_family(item, documents, answer, reference, exact_cost, gold, gold_docs, second, methods)
+        row["cross"] = cross_family(
+            item, documents, answer, reference, exact_cost, gold, gold_docs, second, methods, sentence_docs
+        )
     return row
 
 
-def cross_family(item, documents, answer, smol_reference, smol_cost, gold, gold_docs, second, methods) -> dict:
+def cross_family(
+    item, documents, answer, smol_reference, smol_cost, gold, gold_docs, second, methods, sentence_docs
+) -> dict:
     """SmolLM2 <-> second model: each one's exact LOO as the other's proxy, and ``pruned``.
     Token counts add both models' tokens (their sizes are close: 135M and 270M parameters, of
     which 100M+ outside the embeddings each)."""
-    target_exact, *target_cost = timed(lambda: second["att"].attribute(item["question"], documents, answer, method="exact"))
+    target_exact, *target_cost = timed(
+        lambda: second["att"].attribute(item["question"], documents, answer, method="exact")
+    )
     target_reference = {"sentences": scores(target_exact.sentences), "documents": scores(target_exact.documents)}
     name = second["name"]
     out = {
-        f"exact:{name}": {"seconds": target_cost[0], "tokens": target_cost[1], "full_logprob": target_exact.full_logprob, "scores": target_reference},
+        f"exact:{name}": {
+            "seconds": target_cost[0],
+            "tokens": target_cost[1],
+            "full_logprob": target_exact.full_logprob,
+            "scores": target_reference,
+        },
         # the proxy's own exact LOO against the target's exact LOO (cost: the proxy's)
-        f"proxy:SmolLM2->{name}": evaluate(target_reference, smol_reference, gold, gold_docs, smol_cost, target_cost),
-        f"proxy:{name}->SmolLM2": evaluate(smol_reference, target_reference, gold, gold_docs, target_cost, smol_cost),
+        f"proxy:SmolLM2->{name}": evaluate(
+            target_reference, smol_reference, gold, gold_docs, smol_cost, target_cost, sentence_docs
+        ),
+        f"proxy:{name}->SmolLM2": evaluate(
+            smol_reference, target_reference, gold, gold_docs, target_cost, smol_cost, sentence_docs
+        ),
     }
     if "pruned" in methods:
-        result, *cost = timed(lambda: second["pruned"].attribute(item["question"], documents, answer, method="pruned", keep_sentences=KEEP_SENTENCES))
-        out[f"pruned:SmolLM2->{name}"] = evaluate(target_reference, {"sentences": scores(result.sentences)}, gold, gold_docs, cost, target_cost)
+        result, *cost = timed(
+            lambda: second["pruned"].attribute(
+                item["question"], documents, answer, method="pruned", keep_sentences=KEEP_SENTENCES
+            )
+        )
+        out[f"pruned:SmolLM2->{name}"] = evaluate(
+            target_reference, {"sentences": scores(result.sentences)}, gold, gold_docs, cost, target_cost, sentence_docs
+        )
     if "pruned-reverse" in methods:
-        result, *cost = timed(lambda: second["reverse"].attribute(item["question"], documents, answer, method="pruned", keep_sentences=KEEP_SENTENCES))
-        out[f"pruned:{name}->SmolLM2"] = evaluate(smol_reference, {"sentences": scores(result.sentences)}, gold, gold_docs, cost, smol_cost)
-    print("  cross: " + ", ".join(f"{k} x{v['speedup']:.2f} r3={v['sentences']['top3_recall']:.2f}" for k, v in out.items() if "speedup" in v), flush=True)
+        result, *cost = timed(
+            lambda: second["reverse"].attribute(
+                item["question"], documents, answer, method="pruned", keep_sentences=KEEP_SENTENCES
+            )
+        )
+        out[f"pruned:{name}->SmolLM2"] = evaluate(
+            smol_reference, {"sentences": scores(result.sentences)}, gold, gold_docs, cost, smol_cost, sentence_docs
+        )
+    print(
+        "  cross: "
+        + ", ".join(
+            f"{k} x{v['speedup']:.2f} r3={v['sentences']['top3_recall']:.2f}" for k, v in out.items() if "speedup" in v
+        ),
+        flush=True,
+    )
     return out
 
 
 # -- aggregation and reports ---------------------------------------------------------------
-METRICS = ["spearman", "pearson", "top1", "top3_recall", "gold_recall"]
+METRICS = [
+    "spearman",
+    "pearson",
+    "top1",
+    "top3_recall",
+    "significant_recall",
+    "gold_top1",
+    "gold_recall",
+    "gold_recall3",
+    "top_in_gold_document",
+]
 DOC_METRICS = ["spearman", "top1", "top2_recall", "gold_recall"]
 
 
@@ -324,7 +456,9 @@ def aggregate(rows: list[dict], key: str) -> dict:
             s["documents"] = {m: ev.summarize(e["documents"][m] for e in entries) for m in DOC_METRICS}
         summary[name] = s
     front = pareto([(n, s["speedup"]["median"], s["sentences"]["top3_recall"]["mean"]) for n, s in summary.items()])
-    token_front = pareto([(n, s["token_speedup"]["median"], s["sentences"]["top3_recall"]["mean"]) for n, s in summary.items()])
+    token_front = pareto(
+        [(n, s["token_speedup"]["median"], s["sentences"]["top3_recall"]["mean"]) for n, s in summary.items()]
+    )
     for name in summary:
         summary[name]["pareto"] = name in front
         summary[name]["pareto_tokens"] = name in token_front
@@ -334,42 +468,58 @@ def aggregate(rows: list[dict], key: str) -> dict:
 def pareto(points: list[tuple[str, float | None, float | None]]) -> set[str]:
     """Names of the points no other point beats on both speed-up and top-3 recall."""
     valid = [(n, x, y) for n, x, y in points if x is not None and y is not None]
-    return {
-        n for n, x, y in valid
-        if not any(x2 >= x and y2 >= y and (x2 > x or y2 > y) for _, x2, y2 in valid)
-    }
+    return {n for n, x, y in valid if not any(x2 >= x and y2 >= y and (x2 > x or y2 > y) for _, x2, y2 in valid)}
 
 
-def _fmt(stat: dict, digits: int = 2, both: bool = True) -> str:
+def _mean_ci(stat: dict) -> str:
     if stat["n"] == 0:
         return "–"
-    if both:
-        return f"{stat['median']:.{digits}f} / {stat['mean']:.{digits}f}"
-    return f"{stat['mean']:.{digits}f}"
+    ci = f" [{stat['ci'][0]:.2f}, {stat['ci'][1]:.2f}]" if stat.get("ci") else ""
+    return f"{stat['mean']:.2f}{ci}"
 
 
 def markdown_table(summary: dict, reference_label: str) -> str:
     lines = [
-        f"Reference: {reference_label}. Correlations: median / mean over questions; top-1, top-3 and gold recall: "
-        "median / mean; speed-up: median of per-question (reference time / method time); compute speed-up: "
-        "the same with tokens forwarded through the decoder instead of time (load-independent); "
-        "doc: the same at document level (top-2 recall). ★ / ☆ = on the Pareto front of mean top-3 recall vs "
-        "time / compute speed-up.",
+        f"Reference: {reference_label}. Means over questions with 95% bootstrap intervals; speed-up: median of "
+        "per-question (reference time / method time), compute: the same in tokens forwarded through the decoder "
+        "(load-independent). vs exact: Pearson, top-1 agreement, recall of exact's top 3 in the top 3, and the share "
+        "of significant sentences (exact score >= max(0.5 nats, 25% of the top)) ranked within as many places. "
+        "Gold (supporting facts): top-1 precision, recall in the top k (k = number of gold sentences), recall in the "
+        "top 3, top sentence in a gold paragraph (questions with gold only). ★ / ☆ = on the Pareto front of mean top-3 "
+        "recall vs time / compute speed-up.",
         "",
-        "| setting | q | speed-up (time) | speed-up (compute) | Spearman | Pearson | top-1 | top-3 recall | gold recall (n) | doc Spearman | doc top-1 | doc top-2 recall |",
+        "| setting | q | speed-up (time) | speed-up (compute) | Pearson | top-1 | top-3 recall | significant | gold top-1 | gold recall@k | gold recall@3 | top in gold doc |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in summary.items():
-        sent, doc = s["sentences"], s.get("documents")
-        gold = sent["gold_recall"]
-        gold_text = f"{_fmt(gold)} ({gold['n']})" if gold["n"] else "–"
-        doc_cells = [_fmt(doc["spearman"]), _fmt(doc["top1"]), _fmt(doc["top2_recall"])] if doc else ["–"] * 3
+        sent = s["sentences"]
+        cells = [
+            sent[m]
+            for m in (
+                "pearson",
+                "top1",
+                "top3_recall",
+                "significant_recall",
+                "gold_top1",
+                "gold_recall",
+                "gold_recall3",
+                "top_in_gold_document",
+            )
+        ]
         lines.append(
-            "| " + " | ".join(
-                [("★" if s["pareto"] else "") + ("☆" if s["pareto_tokens"] else "") + " " + name, str(s["questions"]),
-                 f"{s['speedup']['median']:.2f}×", f"{s['token_speedup']['median']:.2f}×",
-                 _fmt(sent["spearman"]), _fmt(sent["pearson"]), _fmt(sent["top1"]), _fmt(sent["top3_recall"]), gold_text, *doc_cells]
-            ) + " |"
+            "| "
+            + " | ".join(
+                [
+                    ("★" if s["pareto"] else "") + ("☆" if s["pareto_tokens"] else "") + " " + name,
+                    str(s["questions"]),
+                    *(
+                        f"{s[key]['median']:.2f}×" if s[key]["median"] is not None else "– (no model)"
+                        for key in ("speedup", "token_speedup")
+                    ),
+                    *(_mean_ci(c) for c in cells),
+                ]
+            )
+            + " |"
         )
     return "\n".join(lines)
 
@@ -393,7 +543,7 @@ def plot(summary: dict, path: Path, title: str) -> None:
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         front = sorted((s[key]["median"], s["sentences"]["top3_recall"]["mean"]) for s in summary.values() if s[flag])
         if len(front) > 1:
-            ax.step(*zip(*front), where="post", color="tab:red", alpha=0.4, zorder=2)
+            ax.step(*zip(*front, strict=True), where="post", color="tab:red", alpha=0.4, zorder=2)
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.grid(True, which="both", alpha=0.3)
@@ -422,14 +572,28 @@ def write(rows: list[dict], meta: dict, out: Path, dataset: str, final: bool) ->
         f"Model: {payload['model']}; questions: {len(done)}; total wall time: {payload['wall_seconds'] / 60:.1f} min"
         + ("" if final else " (run still in progress or interrupted)"),
         "",
-        markdown_table(summary, "exact sentence LOO of SmolLM2-135M-Instruct (the model that wrote the answer)"),
+        markdown_table(
+            summary,
+            "exact sentence LOO of SmolLM2-135M-Instruct"
+            + (" (the model that wrote the answer)" if meta["answer"] == "model" else " on the dataset's gold answer"),
+        ),
     ]
     if cross:
-        md += ["", "## Cross-family (proxy → target)", "",
-               markdown_table(cross, "exact LOO of the target named after the arrow; speed-up relative to that target's exact LOO")]
+        md += [
+            "",
+            "## Cross-family (proxy → target)",
+            "",
+            markdown_table(
+                cross, "exact LOO of the target named after the arrow; speed-up relative to that target's exact LOO"
+            ),
+        ]
     (out / f"faithfulness_{dataset}.md").write_text("\n".join(md) + "\n")
     if summary:
-        plot(summary, out / f"faithfulness_{dataset}.png", f"{dataset}: {len(done)} questions, SmolLM2-135M, 2 shared CPU cores")
+        plot(
+            summary,
+            out / f"faithfulness_{dataset}.png",
+            f"{dataset}: {len(done)} questions, SmolLM2-135M, 2 shared CPU cores",
+        )
 
 
 def main() -> None:
@@ -437,13 +601,41 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(FILES), default="squad2")
     parser.add_argument("--data", type=Path, default=None, help=f"JSONL file (default: {DATA_DIR}/<dataset file>)")
     parser.add_argument("--n", type=int, default=None, help="questions (default: 20 for squad2, 10 for hotpotqa)")
-    parser.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=ALL_METHODS, help="besides exact, which always runs")
+    parser.add_argument(
+        "--methods", nargs="+", choices=ALL_METHODS, default=ALL_METHODS, help="besides exact, which always runs"
+    )
     parser.add_argument("--contextcite-ablations", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--contextcite-n", type=int, default=10, help="questions (the first ones) for ContextCite")
-    parser.add_argument("--second-model", default="auto", help="directory of a second model family for the cross-family block; 'auto': Gemma 3 270M if installed (see second_model.py); 'none': skip")
-    parser.add_argument("--second-n", type=int, default=None, help="questions (the first ones) for the cross-family block (default: all)")
+    parser.add_argument(
+        "--second-model",
+        default="auto",
+        help="directory of a second model family for the cross-family block; 'auto': Gemma 3 270M if installed (see second_model.py); 'none': skip",
+    )
+    parser.add_argument(
+        "--second-n",
+        type=int,
+        default=None,
+        help="questions (the first ones) for the cross-family block (default: all)",
+    )
+    parser.add_argument(
+        "--setting",
+        choices=["full", "gold4"],
+        default="full",
+        help="HotpotQA: all 10 paragraphs, or the 2 gold + 2 distractors",
+    )
+    parser.add_argument(
+        "--answer",
+        choices=["model", "gold"],
+        default="model",
+        help="the proxy's own greedy answer, or the dataset's (a bigger LLM that answered right)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: on a shared 2-core machine two threads made a forward 5x slower, 10.9 s vs 2.1 s, from OpenMP waits)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on a shared 2-core machine two threads made a forward 5x slower, 10.9 s vs 2.1 s, from OpenMP waits)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args()
     if args.threads:
@@ -479,11 +671,14 @@ def main() -> None:
                 "pruned": Attributor(smol, target=loaded),
                 "reverse": Attributor(loaded, target=smol),
             }
+    name = "_".join([args.dataset, *([args.setting] if args.setting != "full" else []), f"{args.answer}-answer"])
     meta = {
         "_start": start,
         "command": " ".join([".venv/bin/python", "benchmarks/faithfulness.py", *sys.argv[1:]]),
         "dataset": args.dataset,
-        "data": str(path),
+        "setting": args.setting,
+        "answer": args.answer,
+        "data": str(path.relative_to(ROOT.parent) if path.is_relative_to(ROOT.parent) else path),
         "n": n,
         "methods": ["exact", *args.methods],
         "contextcite_ablations": args.contextcite_ablations,
@@ -501,10 +696,10 @@ def main() -> None:
     for i, item in enumerate(items):
         print(f"[{i + 1}/{len(items)}] {item['id']}: {item['question']}", flush=True)
         use_second = second if second is not None and (args.second_n is None or i < args.second_n) else None
-        rows.append(run_question(item, att, args, args.methods, i < args.contextcite_n, use_second))
-        write(rows, meta, args.out, args.dataset, final=False)
-    write(rows, meta, args.out, args.dataset, final=True)
-    print((args.out / f"faithfulness_{args.dataset}.md").read_text())
+        rows.append(run_question(item, att, args, args.methods, i < args.contextcite_n, use_second, BASELINES))
+        write(rows, meta, args.out, name, final=False)
+    write(rows, meta, args.out, name, final=True)
+    print((args.out / f"faithfulness_{name}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -18,32 +18,65 @@ import os
 import random
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from attribot_rag import Attributor, Document, LoadedModel
-from attribot_rag.models import embedded_model_dir
+from attribot_rag.models import auto_dtype, embedded_model_dir
 from attribot_rag.prompt import TokenizedText, render
 
 SHAPES = {
-    "llama-3.1-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, vocab_size=128256),
-    "llama-3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
-    "tiny-large": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, vocab_size=49152),
-    "tiny-small": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=49152),
+    "llama-3.1-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+    ),
+    "llama-3.2-1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+    ),
+    "tiny-large": dict(
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=49152,
+    ),
+    "tiny-small": dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=49152,
+    ),
 }
-WORDS = "river stone harbour lantern orchard meadow copper signal winter garden falcon mirror beacon valley thunder ember canyon willow compass".split()
+WORDS = "river stone harbour lantern orchard meadow copper signal winter garden falcon mirror beacon valley thunder ember canyon willow compass".split()  # noqa: SIM905
 
 
 def random_model(shape: str, device: str, dtype: torch.dtype) -> LlamaForCausalLM:
+    """Random weights built directly in ``dtype`` on ``device`` (an 8B model never passes
+    through float32 or host memory)."""
     config = LlamaConfig(max_position_embeddings=8192, rope_theta=500000.0, **SHAPES[shape])
     with torch.device(device):
-        model = LlamaForCausalLM(config).to(dtype).eval()
-    return model
+        return LlamaForCausalLM._from_config(config, dtype=dtype).eval()
 
 
-def workload(tokenizer, documents: int, sentences: int, sentence_tokens: int, answer_tokens: int, seed: int = 0) -> tuple[str, list[Document], str]:
+def workload(
+    tokenizer, documents: int, sentences: int, sentence_tokens: int, answer_tokens: int, seed: int = 0
+) -> tuple[str, list[Document], str]:
     """Documents of invented sentences of about ``sentence_tokens`` tokens each."""
     rng = random.Random(seed)
 
@@ -53,23 +86,30 @@ def workload(tokenizer, documents: int, sentences: int, sentence_tokens: int, an
             words.append(rng.choice(WORDS))
         return " ".join(words).capitalize() + "."
 
-    docs = [Document(text=" ".join(text(sentence_tokens) for _ in range(sentences)), id=f"doc-{d}", title=f"Doc {d}") for d in range(documents)]
+    docs = [
+        Document(text=" ".join(text(sentence_tokens) for _ in range(sentences)), id=f"doc-{d}", title=f"Doc {d}")
+        for d in range(documents)
+    ]
     return "Which valley holds the copper beacon?", docs, text(answer_tokens)
 
 
-def timed(fn, repeats: int, device: str) -> float:
-    """Median seconds of ``fn`` over ``repeats`` runs after one warm-up."""
-    fn()
+def timed(fn, repeats: int, device: str):
+    """Median seconds of ``fn`` over ``repeats`` runs after one warm-up, and its last result."""
+    result = fn()
     times = []
     for _ in range(repeats):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
-        fn()
+        result = fn()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), result
+
+
+def scores(result) -> list[float]:
+    return [s.score for s in result.documents] + [s.score for s in result.sentences] + [result.full_logprob]
 
 
 def recomputed_tokens(attributor: Attributor, question: str, documents: list[Document], answer: str) -> int:
@@ -83,25 +123,41 @@ def recomputed_tokens(attributor: Attributor, question: str, documents: list[Doc
 
 def run(args: argparse.Namespace) -> dict:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
+    dtype = getattr(torch, args.dtype) if args.dtype else auto_dtype(device)
     large, small = ("tiny-large", "tiny-small") if args.tiny else ("llama-3.1-8b", "llama-3.2-1b")
     sizes = [(2, 2, 10, 8)] if args.tiny else [(10, 5, 40, 100), (20, 5, 40, 100)]
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
-    report = {"device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu", "dtype": str(dtype), "workloads": []}
+    report = {
+        "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
+        "dtype": str(dtype),
+        "workloads": [],
+    }
     models = {name: random_model(name, device, dtype) for name in (large, small)}
-    attributors = {name: Attributor(LoadedModel(m, tokenizer, name), batch_size=args.batch_size) for name, m in models.items()}
+    attributors = {
+        name: Attributor(LoadedModel(m, tokenizer, name), batch_size=args.batch_size) for name, m in models.items()
+    }
     for documents, sentences, sentence_tokens, answer_tokens in sizes:
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(device)
         question, docs, answer = workload(tokenizer, documents, sentences, sentence_tokens, answer_tokens)
         row: dict = {"documents": documents}
         big = attributors[large]
-        prompt_ids = torch.tensor([TokenizedText.of(tokenizer, render(question, docs, tokenizer).text).ids], device=device)
+        prompt_ids = torch.tensor(
+            [TokenizedText.of(tokenizer, render(question, docs, tokenizer).text).ids], device=device
+        )
         row["prompt_tokens"] = prompt_ids.shape[1]
         row["answer_tokens"] = len(tokenizer(answer, add_special_tokens=False).input_ids)
-        row[f"{large} generate {answer_tokens} tokens"] = timed(
-            lambda: models[large].generate(prompt_ids, attention_mask=torch.ones_like(prompt_ids), max_new_tokens=answer_tokens, min_new_tokens=answer_tokens, do_sample=False, pad_token_id=0),
-            args.repeats,
-            device,
+        generate = partial(
+            models[large].generate,
+            prompt_ids,
+            attention_mask=torch.ones_like(prompt_ids),
+            max_new_tokens=answer_tokens,
+            min_new_tokens=answer_tokens,
+            do_sample=False,
+            pad_token_id=0,
         )
+        row[f"{large} generate {answer_tokens} tokens"], _ = timed(generate, args.repeats, device)
+        results = {}
         for name, attributor in attributors.items():
             for method in args.methods:
                 if method == "naive" and name == small:
@@ -110,14 +166,29 @@ def run(args: argparse.Namespace) -> dict:
                 if method == "hierarchical-fast":
                     method, options["doc_method"] = "hierarchical", "fast"
                 label = f"{name} {method}{' (fast documents)' if options.get('doc_method') else ''}"
-                row[label] = timed(lambda: attributor.attribute(question, docs, answer, method=method, **options), args.repeats, device)
+                attribute = partial(attributor.attribute, question, docs, answer, method=method, **options)
+                row[label], results[label] = timed(attribute, args.repeats, device)
+        if f"{large} exact" in results and f"{large} naive" in results:
+            # the prefix cache and batching change rounding only: say by how much, on this device
+            exact, naive = scores(results[f"{large} exact"]), scores(results[f"{large} naive"])
+            row[f"{large} exact vs naive max abs diff (nats)"] = max(
+                abs(a - b) for a, b in zip(exact, naive, strict=True)
+            )
+            print(
+                f"{large} exact vs naive on {device}: max |difference| {row[f'{large} exact vs naive max abs diff (nats)']:.4f} nats",
+                flush=True,
+            )
         params = sum(p.numel() for p in models[large].parameters())
         tokens = recomputed_tokens(big, question, docs, answer)
         row["exact recomputed tokens"] = tokens
         row[f"{large} exact FLOP-limit seconds"] = 2 * params * tokens / args.peak_flops
         generation = row[f"{large} generate {answer_tokens} tokens"]
-        row["ratios"] = {f"generation / {k}": generation / v for k, v in row.items() if isinstance(v, float) and "generate" not in k and "FLOP" not in k}
-        row["ratios"][f"{large} exact / FLOP limit"] = row[f"{large} exact"] / row[f"{large} exact FLOP-limit seconds"]
+        timings = {k: v for k, v in row.items() if isinstance(v, float) and k in results}
+        row["ratios"] = {f"generation / {k}": generation / v for k, v in timings.items()}
+        if f"{large} exact" in row:
+            row["ratios"][f"{large} exact / FLOP limit"] = (
+                row[f"{large} exact"] / row[f"{large} exact FLOP-limit seconds"]
+            )
         if device.startswith("cuda"):
             row["peak memory GiB"] = torch.cuda.max_memory_allocated(device) / 2**30
         report["workloads"].append(row)
@@ -130,11 +201,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tiny", action="store_true", help="tiny shapes and workload (CPU smoke run)")
     parser.add_argument("--device")
     parser.add_argument("--dtype")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs after the warm-up (median)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--methods", nargs="+", default=["naive", "exact", "hierarchical", "hierarchical-fast"])
-    parser.add_argument("--peak-flops", type=float, default=989e12, help="dense bf16 peak of the chip (H100/H200 SXM: 989e12)")
-    parser.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) / "gpu.json" if os.environ.get("OUT") else Path(__file__).parent / "results" / "gpu.json")
+    parser.add_argument(
+        "--peak-flops", type=float, default=989e12, help="dense bf16 peak of the chip (H100/H200 SXM: 989e12)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(os.environ["OUT"]) / "gpu.json"
+        if os.environ.get("OUT")
+        else Path(__file__).parent / "results" / "gpu.json",
+    )
     args = parser.parse_args(argv)
     report = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)

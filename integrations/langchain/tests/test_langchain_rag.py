@@ -16,13 +16,31 @@ from langchain_core.runnables import RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
 
 DOCS = [
-    Document(id="eiffel", page_content="The Eiffel Tower is in Paris. It was completed in 1889. It is made of iron.", metadata={"source": "eiffel.txt"}),
-    Document(id="curie", page_content="Marie Curie was a physicist. She won two Nobel Prizes. She was born in Warsaw.", metadata={"source": "curie.txt"}),
-    Document(id="python", page_content="Python is a programming language. Guido van Rossum created Python in 1991.", metadata={"source": "python.txt"}),
-    Document(id="nile", page_content="The Nile is a river in Africa. It flows into the Mediterranean Sea.", metadata={"source": "nile.txt"}),
+    Document(
+        id="eiffel",
+        page_content="The Eiffel Tower is in Paris. It was completed in 1889. It is made of iron.",
+        metadata={"source": "eiffel.txt"},
+    ),
+    Document(
+        id="curie",
+        page_content="Marie Curie was a physicist. She won two Nobel Prizes. She was born in Warsaw.",
+        metadata={"source": "curie.txt"},
+    ),
+    Document(
+        id="python",
+        page_content="Python is a programming language. Guido van Rossum created Python in 1991.",
+        metadata={"source": "python.txt"},
+    ),
+    Document(
+        id="nile",
+        page_content="The Nile is a river in Africa. It flows into the Mediterranean Sea.",
+        metadata={"source": "nile.txt"},
+    ),
 ]
 QUESTION = "Where was Marie Curie born?"
-PROMPT = ChatPromptTemplate.from_messages([("human", "Answer the question using the documents below. Be brief.\n\n{context}Question: {question}")])
+PROMPT = ChatPromptTemplate.from_messages(
+    [("human", "Answer the question using the documents below. Be brief.\n\n{context}Question: {question}")]
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +76,7 @@ def test_with_citations_real_chain(attributor: Any, rag: dict[str, Any]) -> None
     chain = with_citations(rag["retriever"], rag["answer_chain"], attributor=attributor)
     output = chain.invoke(QUESTION)
     assert output["answer"] == rag["plain"]
-    assert [d.id for d in output["context"]][0] == "curie"
+    assert output["context"][0].id == "curie"
     assert output["citations"][0].text == "She was born in Warsaw."
     citation = output["citations"][0]
     assert output["context"][citation.document_index].page_content[citation.start : citation.end] == citation.text

@@ -63,10 +63,10 @@ def spearman(reference: Scores, estimate: Scores) -> float:
 def pearson(reference: Scores, estimate: Scores) -> float:
     """Pearson correlation over the spans both lists scored, ``nan`` if undefined."""
     _check(reference, estimate)
-    pairs = [(float(a), float(b)) for a, b in zip(reference, estimate) if a is not None and b is not None]
+    pairs = [(float(a), float(b)) for a, b in zip(reference, estimate, strict=True) if a is not None and b is not None]
     if len(pairs) < 2:
         return math.nan
-    a, b = (np.array(column, dtype=np.float64) for column in zip(*pairs))
+    a, b = (np.array(column, dtype=np.float64) for column in zip(*pairs, strict=True))
     return _pearson(a, b)
 
 
@@ -108,6 +108,39 @@ def gold_recall(estimate: Scores, gold: Iterable[int]) -> float | None:
     return len(set(top_k(estimate, len(gold))) & gold) / len(gold)
 
 
+def significant_recall(reference: Scores, estimate: Scores, floor: float = 0.5, share: float = 0.25) -> float | None:
+    """Share of the reference's significant spans (score >= max(``floor`` nats, ``share`` of
+    the top score)) that the estimate ranks within as many places; ``None`` when the reference
+    has none (an answer that rests on no span)."""
+    _check(reference, estimate)
+    values = [_value(s) for s in reference]
+    if not values:
+        return None
+    threshold = max(floor, share * max(values))
+    significant = {i for i, v in enumerate(values) if v >= threshold}
+    if not significant:
+        return None
+    return len(set(top_k(estimate, len(significant))) & significant) / len(significant)
+
+
+def gold_metrics(
+    estimate: Scores, gold: Iterable[int], span_documents: Sequence[int], gold_documents: Iterable[int]
+) -> dict[str, float | None]:
+    """Agreement with human-marked supporting spans: whether the top span is gold (top-1
+    precision), recall of the gold spans in the top k (k = their number) and in the top 3, and
+    whether the top span lies in a gold document. ``None`` each when there is no gold."""
+    gold, gold_documents = set(gold), set(gold_documents)
+    if not gold or not estimate:
+        return {"gold_top1": None, "gold_recall": None, "gold_recall3": None, "top_in_gold_document": None}
+    first = ranking(estimate)[0]
+    return {
+        "gold_top1": float(first in gold),
+        "gold_recall": gold_recall(estimate, gold),
+        "gold_recall3": len(set(top_k(estimate, 3)) & gold) / len(gold),
+        "top_in_gold_document": float(span_documents[first] in gold_documents),
+    }
+
+
 def compare(reference: Scores, estimate: Scores, k: int = 3, gold: Iterable[int] = ()) -> dict[str, float | None]:
     """Every metric of ``estimate`` against ``reference`` (and against ``gold`` if given)."""
     return {
@@ -115,13 +148,41 @@ def compare(reference: Scores, estimate: Scores, k: int = 3, gold: Iterable[int]
         "pearson": pearson(reference, estimate),
         "top1": top1_agreement(reference, estimate),
         f"top{k}_recall": topk_recall(reference, estimate, k),
+        "significant_recall": significant_recall(reference, estimate),
         "gold_recall": gold_recall(estimate, gold),
     }
 
 
-def summarize(values: Iterable[float | None]) -> dict[str, float | int | None]:
-    """Median and mean over the defined values (``None`` and ``nan`` left out), and their count."""
+def bootstrap_interval(
+    values: Iterable[float | None], samples: int = 2000, seed: int = 0
+) -> tuple[float, float] | None:
+    """95% percentile-bootstrap interval of the mean over questions (``None``/``nan`` left
+    out; ``None`` for fewer than two values)."""
+    kept = np.array([float(v) for v in values if v is not None and not math.isnan(float(v))])
+    if len(kept) < 2:
+        return None
+    means = np.random.default_rng(seed).choice(kept, size=(samples, len(kept))).mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
+    """Area under the ROC curve of a score telling ``positive`` from ``negative`` cases: the
+    probability that a random positive outscores a random negative (ties count half)."""
+    if not positive or not negative:
+        return math.nan
+    return float(stats.mannwhitneyu(positive, negative).statistic) / (len(positive) * len(negative))
+
+
+def summarize(values: Iterable[float | None]) -> dict[str, float | int | list[float] | None]:
+    """Median and mean over the defined values (``None`` and ``nan`` left out), their count,
+    and the mean's 95% bootstrap interval (``ci``)."""
     kept = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     if not kept:
-        return {"median": None, "mean": None, "n": 0}
-    return {"median": float(np.median(kept)), "mean": float(np.mean(kept)), "n": len(kept)}
+        return {"median": None, "mean": None, "n": 0, "ci": None}
+    interval = bootstrap_interval(kept)
+    return {
+        "median": float(np.median(kept)),
+        "mean": float(np.mean(kept)),
+        "n": len(kept),
+        "ci": list(interval) if interval else None,
+    }

@@ -1,0 +1,217 @@
+"""Does the answer rest on the documents? Each signal's AUROC for telling supported answers
+from unsupported ones, on pairs anyone can rerun:
+
+    .venv/bin/python benchmarks/groundedness.py --dataset hotpotqa --n 40 --answer gold
+    .venv/bin/python benchmarks/groundedness.py --dataset hotpotqa --n 40 --answer paraphrase
+    .venv/bin/python benchmarks/groundedness.py --dataset squad2 --n 40
+
+HotpotQA: the same question and answer with the 2 gold paragraphs + 2 distractors
+(supported) and with 4 distractors only (unsupported). ``--answer gold``: the dataset's
+answer; ``model``: the embedded model's greedy answer given the gold paragraphs;
+``paraphrase``: the gold answer restated as a sentence in other words by the embedded model
+(an abstractive answer whose words differ from its evidence; the restatements are stored in
+the JSON to be checked by hand). SQuAD 2.0: answerable questions with their gold answer
+(supported) against unanswerable questions answered anyway by the model (unsupported).
+
+Signals: the context gain (log p(answer | documents) - log p(answer | no documents), one
+extra forward, ``AttributionResult.context_gain``), the top document and top sentence score
+of each method, MiniLM cosine and BM25 of the answer against each sentence (maximum), and
+whether the answer string occurs verbatim in the context. AUROCs come with 95% bootstrap
+intervals over questions; results go to ``--out``/groundedness_<dataset>_<answer>.{json,md}
+after every question.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attribot_rag import Attributor, Document
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+import evaluation as ev  # noqa: E402
+from baselines import bm25, minilm  # noqa: E402
+from faithfulness import (  # noqa: E402
+    DATA_DIR,
+    FILES,
+    complete_sentences,
+    documents_of,
+    gold_answer,
+    load_questions,
+    select_documents,
+)
+
+PARAPHRASE = (
+    "Question: {question}\nShort answer: {answer}\n"
+    "Restate the short answer as one complete sentence that answers the question, in different words."
+)
+
+
+def distractors_only(item: dict, count: int = 4) -> dict:
+    """The question with ``count`` of its non-gold paragraphs (seeded by the question id)."""
+    gold = {title for title, _ in item.get("supporting", [])}
+    others = [d for d in item["documents"] if d["title"] not in gold]
+    picked = set(np.random.default_rng(zlib.crc32(item["id"].encode())).permutation(len(others))[:count].tolist())
+    return dict(item, documents=[d for i, d in enumerate(others) if i in picked])
+
+
+def pairs(
+    items: list[dict], dataset: str, answer_mode: str, att: Attributor
+) -> list[tuple[str, list[Document], str, bool, dict]]:
+    """(question, documents, answer, supported, notes) cases."""
+    cases = []
+    for item in items:
+        if dataset == "squad2":
+            documents = documents_of(item)
+            if gold_answer(item):
+                cases.append((item["question"], documents, gold_answer(item), True, {"id": item["id"]}))
+            else:
+                answer = complete_sentences(att.generate(item["question"], documents, max_new_tokens=32))
+                if answer:
+                    cases.append(
+                        (item["question"], documents, answer, False, {"id": item["id"], "answered_anyway": answer})
+                    )
+            continue
+        supported = documents_of(select_documents(item, "gold4"))
+        notes = {"id": item["id"], "gold_answer": item["answer"]}
+        if answer_mode == "gold":
+            answer = item["answer"]
+        elif answer_mode == "model":
+            answer = complete_sentences(att.generate(item["question"], supported, max_new_tokens=32))
+        else:
+            answer = complete_sentences(
+                att.chat(
+                    [{"role": "user", "content": PARAPHRASE.format(question=item["question"], answer=item["answer"])}],
+                    max_new_tokens=40,
+                )
+            )
+        notes["answer"] = answer
+        if not answer.strip():
+            continue
+        cases.append((item["question"], supported, answer, True, notes))
+        cases.append((item["question"], documents_of(distractors_only(item)), answer, False, notes))
+    return cases
+
+
+def signals(
+    att: Attributor, question: str, documents: list[Document], answer: str, methods: list[str]
+) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for method in methods:
+        result = att.attribute(
+            question,
+            documents,
+            answer,
+            method="auto" if method.startswith("budget-") else method,
+            budget=method.removeprefix("budget-") if method.startswith("budget-") else "balanced",
+        )
+        out["context gain"] = result.context_gain
+        out[f"{method} top document"] = max(
+            (s.score for s in result.documents if s.score is not None), default=float("nan")
+        )
+        out[f"{method} top sentence"] = max(
+            (s.score for s in result.sentences if s.score is not None), default=float("nan")
+        )
+        out[f"{method} seconds"] = result.timings["score"]
+    sentences = [s.text for s in result.sentences]
+    out["MiniLM (answer vs sentence, max)"] = max(minilm("", answer, sentences))
+    out["BM25 (answer vs sentence, max)"] = max(bm25("", answer, sentences))
+    context = " ".join(d.text for d in documents).lower()
+    out["verbatim answer in context"] = float(answer.strip().rstrip(".").lower() in context)
+    return out
+
+
+def summarize(rows: list[dict]) -> dict[str, dict]:
+    names = [k for k in rows[0]["signals"] if not k.endswith("seconds")] if rows else []
+    summary = {}
+    for name in names:
+        positive = [r["signals"][name] for r in rows if r["supported"]]
+        negative = [r["signals"][name] for r in rows if not r["supported"]]
+        # bootstrap over cases: resample supported and unsupported cases independently
+        rng = np.random.default_rng(0)
+        boots = (
+            [
+                ev.auroc(list(rng.choice(positive, len(positive))), list(rng.choice(negative, len(negative))))
+                for _ in range(1000)
+            ]
+            if positive and negative
+            else []
+        )
+        summary[name] = {
+            "auroc": ev.auroc(positive, negative),
+            "ci": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots else None,
+            "supported": len(positive),
+            "unsupported": len(negative),
+        }
+    return dict(sorted(summary.items(), key=lambda kv: -kv[1]["auroc"]))
+
+
+def write(rows: list[dict], meta: dict, out: Path, name: str) -> None:
+    summary = summarize(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {k: v for k, v in meta.items() if not k.startswith("_")}
+    (out / f"groundedness_{name}.json").write_text(
+        json.dumps(dict(payload, summary=summary, cases=rows), indent=1) + "\n"
+    )
+    lines = [
+        f"# Groundedness: {name}",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Cases: {len(rows)}; wall time {(time.perf_counter() - meta['_start']) / 60:.1f} min; embedded SmolLM2-135M-Instruct, 1 thread",
+        "",
+        "| signal | AUROC [95% CI] | supported / unsupported |",
+        "|---|---|---|",
+    ]
+    for signal, s in summary.items():
+        ci = f" [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]" if s["ci"] else ""
+        lines.append(f"| {signal} | {s['auroc']:.3f}{ci} | {s['supported']} / {s['unsupported']} |")
+    (out / f"groundedness_{name}.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=sorted(FILES), default="hotpotqa")
+    parser.add_argument("--n", type=int, default=40, help="questions (HotpotQA: 2 cases each)")
+    parser.add_argument("--answer", choices=["gold", "model", "paraphrase"], default="gold", help="HotpotQA only")
+    parser.add_argument("--methods", nargs="+", default=["fast", "budget-balanced", "exact"])
+    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    meta = {
+        "_start": time.perf_counter(),
+        "command": " ".join([".venv/bin/python", "benchmarks/groundedness.py", *sys.argv[1:]]),
+        "dataset": args.dataset,
+        "answer": args.answer,
+    }
+    name = args.dataset if args.dataset == "squad2" else f"{args.dataset}_{args.answer}"
+    att = Attributor()
+    items = load_questions(DATA_DIR / FILES[args.dataset], args.n)
+    rows = []
+    for i, (question, documents, answer, supported, notes) in enumerate(pairs(items, args.dataset, args.answer, att)):
+        rows.append(
+            {
+                "question": question,
+                "answer": answer,
+                "supported": supported,
+                **notes,
+                "signals": signals(att, question, documents, answer, args.methods),
+            }
+        )
+        print(
+            f"[{i + 1}] {'supported  ' if supported else 'unsupported'} gain {rows[-1]['signals']['context gain']:.2f}: {answer[:60]}",
+            flush=True,
+        )
+        write(rows, meta, args.out, name)
+    print((args.out / f"groundedness_{name}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

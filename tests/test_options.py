@@ -1,0 +1,62 @@
+"""The settings every entry point shares (``AttributionOptions``), without a model."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from attribot_rag import BUDGETS, METHODS, AttributionOptions
+
+
+def test_defaults_are_auto_and_balanced() -> None:
+    options = AttributionOptions()
+    assert (options.method, options.budget) == ("auto", "balanced")
+    assert options.resolved().method == BUDGETS["balanced"]["method"]
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_auto_resolves_to_its_budget_and_explicit_methods_stay(budget: str) -> None:
+    resolved = AttributionOptions(method="auto", budget=budget, keep_documents=1).resolved()
+    for name, value in BUDGETS[budget].items():
+        assert getattr(resolved, name) == value
+    explicit = AttributionOptions(method="exact", budget=budget)
+    assert explicit.resolved() is explicit
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_options_are_those_the_method_takes(method: str) -> None:
+    options = AttributionOptions(method=method, keep_documents=4, keep_sentences=7, doc_method="fast")
+    expected = {"keep_documents": 4, "keep_sentences": 7, "doc_method": "fast"}
+    assert options.method_options() == {name: expected[name] for name in METHODS[method].options}
+
+
+def test_auto_method_options_come_from_the_budget() -> None:
+    options = AttributionOptions(method="auto", budget="balanced", keep_documents=9)
+    resolved_method = BUDGETS["balanced"]["method"]
+    assert set(options.method_options()) == set(METHODS[resolved_method].options)
+    for name, value in options.method_options().items():
+        assert value == BUDGETS["balanced"].get(name, getattr(options, name))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("method", "fastest", "unknown method 'fastest'; choose naive, exact"),
+        ("budget", "cheap", "unknown budget 'cheap'; choose " + ", ".join(BUDGETS)),
+        ("doc_method", "naive", "unknown doc_method"),
+        ("truncate", "sentences", "unknown truncate"),
+        ("keep_documents", 0, "at least 1"),
+        ("keep_sentences", -2, "at least 1"),
+        ("colour", "red", "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_settings_name_the_choices(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        AttributionOptions(**{field: value})
+
+
+def test_options_are_frozen_and_round_trip() -> None:
+    options = AttributionOptions(method="hierarchical", keep_documents=3)
+    with pytest.raises(ValidationError):
+        options.keep_documents = 4
+    assert AttributionOptions.model_validate_json(options.model_dump_json()) == options
