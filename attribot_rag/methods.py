@@ -151,7 +151,9 @@ def hierarchical(problem: Problem, keep_documents: int, doc_method: str = "exact
     removed = [span for i, span in enumerate(rendered.document_spans) if i not in kept]
     sentence_ids = [i for i, s in enumerate(rendered.sentences) if s.doc_index in kept]
     _, sent_drops = _loo(problem, [rendered.sentence_spans[i] for i in sentence_ids], removed)
-    return Drops(full, problem.answer.offsets, documents=documents, sentences=dict(zip(sentence_ids, sent_drops, strict=True)))
+    return Drops(
+        full, problem.answer.offsets, documents=documents, sentences=dict(zip(sentence_ids, sent_drops, strict=True))
+    )
 
 
 def pruned(proxy: Problem, target: Problem, keep_sentences: int) -> Drops:

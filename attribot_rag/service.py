@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.exceptions import HTTPException
@@ -235,6 +235,21 @@ class Health(BaseModel):
     version: str
 
 
+_INDEX = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>attribot-rag {__version__}</title>
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'">
+</head><body>
+<h1>attribot-rag {__version__}: citations for RAG answers</h1>
+<p>POST a question (or the chat messages the LLM read), its documents and the answer:</p>
+<ul>
+<li><code>POST /v1/attribute</code>: the attribution as JSON (<code>AttributionResult</code>)</li>
+<li><code>POST /v1/attribute/html</code>: the same, as a self-contained HTML view of the citations</li>
+<li><code>GET /healthz</code>: model loaded, queue length</li>
+<li><a href="/docs">/docs</a>: the OpenAPI documentation</li>
+</ul></body></html>
+"""
+
+
 def create_app(attributor: Any, settings: ServiceSettings | None = None) -> FastAPI:
     """The service's FastAPI app. ``attributor``: a loaded ``Attributor`` (or anything with
     its methods, such as a ``RemoteAttributor``), or a function that loads one, called once on
@@ -286,6 +301,18 @@ def create_app(attributor: Any, settings: ServiceSettings | None = None) -> Fast
             update={"options": _capped(body.options or settings.options, settings.options.max_forwards)}
         )
         return await worker.run(request.attribute, settings.timeout)
+
+    @app.post("/v1/attribute/html", response_class=HTMLResponse, dependencies=bearer)
+    async def attribute_html(body: AttributionRequest) -> HTMLResponse:
+        """The same attribution as ``/v1/attribute``, as the self-contained HTML view (the
+        one of ``AttributionResult.to_html``; every text escaped, no network)."""
+        result = await attribute(body)
+        return HTMLResponse(result.to_html(body.question))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        """A page for people: what this service is and where its API and views are."""
+        return HTMLResponse(_INDEX)
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:

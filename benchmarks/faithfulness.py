@@ -329,7 +329,9 @@ def run_question(
     settings = {"exact": evaluate(reference, reference, gold, gold_docs, exact_cost, exact_cost, sentence_docs)}
     for name in methods:
         if name in OUR_METHODS:
-            result, *cost = timed(lambda name=name: att.attribute(item["question"], documents, answer, **OUR_METHODS[name]))
+            result, *cost = timed(
+                lambda name=name: att.attribute(item["question"], documents, answer, **OUR_METHODS[name])
+            )
             estimate = {"sentences": scores(result.sentences), "documents": scores(result.documents)}
             settings[name] = evaluate(reference, estimate, gold, gold_docs, cost, exact_cost, sentence_docs)
     texts = [s.text for s in exact.sentences]

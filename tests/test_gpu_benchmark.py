@@ -13,7 +13,14 @@ def test_gpu_benchmark_tiny_run_reports_every_figure(tmp_path: Path) -> None:
     spec.loader.exec_module(module)
     module.main(["--tiny", "--repeats", "1", "--out", str(tmp_path / "gpu.json")])
     (row,) = json.loads((tmp_path / "gpu.json").read_text())["workloads"]
-    for key in ("tiny-large generate 8 tokens", "tiny-large naive", "tiny-large exact", "tiny-large hierarchical", "tiny-small hierarchical (fast documents)", "tiny-large exact FLOP-limit seconds"):
+    for key in (
+        "tiny-large generate 8 tokens",
+        "tiny-large naive",
+        "tiny-large exact",
+        "tiny-large hierarchical",
+        "tiny-small hierarchical (fast documents)",
+        "tiny-large exact FLOP-limit seconds",
+    ):
         assert row[key] > 0, key
     assert row["exact recomputed tokens"] > row["prompt_tokens"]
     assert "tiny-large exact / FLOP limit" in row["ratios"]

@@ -117,6 +117,24 @@ def post(server, body, key: str | None = KEY, **kwargs) -> httpx.Response:
 
 
 @pytest.mark.model
+def test_html_view_and_index_page(server):
+    body = {
+        "question": "What do <b>bees</b> make?",
+        "documents": ["Bees make honey. <script>x=1</script>"],
+        "answer": "Honey.",
+    }
+    page = httpx.post(
+        f"{server.url}/v1/attribute/html", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=120
+    )
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "Bees make honey." in page.text and "&lt;script&gt;x=1&lt;/script&gt;" in page.text
+    assert "<script>x=1" not in page.text and "<b>bees</b>" not in page.text
+    assert httpx.post(f"{server.url}/v1/attribute/html", json=body, timeout=120).status_code == 401
+    index = httpx.get(f"{server.url}/")
+    assert index.status_code == 200 and "/v1/attribute/html" in index.text
+
+
+@pytest.mark.model
 def test_the_key_is_required(server):
     body = {"question": "q?", "documents": ["Bees make honey."], "answer": "Honey."}
     for key in (None, "wrong-key-0123456789abcdef", KEY[:-1]):

@@ -26,7 +26,9 @@ def test_installed_next_to_llama_index_core(tmp_path):
         "print(spec.origin)\n"
         "print(llama_index.core.__file__)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert Path(out[0]).resolve() == (ROOT / "llama_index" / "postprocessor" / "attribot" / "__init__.py").resolve()
     assert "site-packages" in out[1]
 
