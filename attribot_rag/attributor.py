@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -17,7 +17,7 @@ from .locking import FifoLock
 from .messages import Messages, as_messages, render_messages
 from .methods import METHODS, Drops, Problem, context_gain
 from .models import LoadedModel, load_model, quiet_loading
-from .options import AttributionOptions, Budget, Method
+from .options import AttributionOptions, KeywordForms
 from .prompt import DEFAULT_TEMPLATE, RenderedPrompt, TokenizedText, check_template, render
 from .results import AnswerSentence, AttributionResult, AttributionSettings, SpanScore
 from .scorer import Scorer
@@ -30,7 +30,7 @@ ModelSpec = str | os.PathLike | LoadedModel | None
 RenderFor = Callable[[Any, list[Document]], RenderedPrompt]
 
 
-class Attributor:
+class Attributor(KeywordForms):
     """Leave-one-out context attribution of RAG answers with a local (proxy) language model.
 
     ``model``: Hugging Face id or local path (default: the embedded SmolLM2-135M-Instruct).
@@ -131,38 +131,6 @@ class Attributor:
                 )
         return Problem(self._scorers[id(loaded)], loaded.tokenizer, rendered, prompt, answer_tokens)
 
-    def attribute(
-        self,
-        question: str,
-        documents: Sequence[Document | str],
-        answer: str,
-        method: Method = "auto",
-        keep_documents: int = 2,
-        keep_sentences: int = 5,
-        doc_method: Literal["exact", "fast"] = "exact",
-        truncate: Literal["error", "documents"] = "error",
-        budget: Budget = "balanced",
-        max_forwards: int | None = None,
-    ) -> AttributionResult:
-        """Score every document and sentence by how much the answer's log-probability drops
-        without it. ``method="auto"`` (the default) runs what ``budget`` maps to
-        (``options.BUDGETS``); ``hierarchical`` scores sentences of the top ``keep_documents``
-        only (its document pass exact, or frozen-context with ``doc_method="fast"``);
-        ``pruned`` needs a ``target``; ``fast`` is the experimental frozen-context estimate. A
-        prompt longer than the model's window is an error, or with ``truncate="documents"``
-        loses its last-retrieved documents (listed in ``dropped_documents``). An attribution
-        that plans more than ``max_forwards`` forward passes is refused before it starts."""
-        options = AttributionOptions(
-            method=method,
-            budget=budget,
-            keep_documents=keep_documents,
-            keep_sentences=keep_sentences,
-            doc_method=doc_method,
-            truncate=truncate,
-            max_forwards=max_forwards,
-        )
-        return self.attribute_with(question, documents, answer, options)
-
     def attribute_with(
         self, question: str, documents: Sequence[Document | str], answer: str, options: AttributionOptions
     ) -> AttributionResult:
@@ -176,36 +144,6 @@ class Attributor:
             return render(question, docs, tokenizer, self.prompt_template)
 
         return self._attribute(render_for, documents, answer, options, options.truncate == "documents")
-
-    def attribute_messages(
-        self,
-        messages: Messages,
-        answer: str,
-        documents: Sequence[Document | str],
-        *,
-        method: Method = "auto",
-        keep_documents: int = 2,
-        keep_sentences: int = 5,
-        doc_method: Literal["exact", "fast"] = "exact",
-        truncate: Literal["error", "documents"] = "error",
-        budget: Budget = "balanced",
-    ) -> AttributionResult:
-        """Attribute ``answer`` to the documents inside the prompt the LLM read: ``messages``,
-        chat messages (``{"role", "content"}`` dicts, as for ``apply_chat_template``) or a
-        completion string, rendered with the proxy's chat template. Each document is located
-        verbatim in the message contents; located documents and their sentences are scored,
-        everything else (system prompt, history, instructions) is context never ablated.
-        Documents not in the prompt are listed in ``result.unseen_documents`` and get no score.
-        Options as for ``attribute``; the LLM's prompt is never truncated."""
-        options = AttributionOptions(
-            method=method,
-            budget=budget,
-            keep_documents=keep_documents,
-            keep_sentences=keep_sentences,
-            doc_method=doc_method,
-            truncate=truncate,
-        )
-        return self.attribute_messages_with(messages, answer, documents, options)
 
     def attribute_messages_with(
         self, messages: Messages, answer: str, documents: Sequence[Document | str], options: AttributionOptions

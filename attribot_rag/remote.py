@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
-from .options import AttributionOptions, Budget, Method
+from .options import AttributionOptions, KeywordForms
 from .results import AttributionResult
 from .spans import Document
 
@@ -42,7 +42,7 @@ def _document(document: Document | str) -> str | dict[str, Any]:
     return record
 
 
-class RemoteAttributor:
+class RemoteAttributor(KeywordForms):
     """Attribution by a service at ``url`` (``attribot-rag serve``), with the methods of
     ``Attributor`` that the integrations call. ``api_key``: the server's key, sent as a bearer
     token. ``timeout``: seconds to wait for an answer (attribution of a long prompt on a CPU
@@ -70,58 +70,11 @@ class RemoteAttributor:
     def close(self) -> None:
         self._client.close()
 
-    def attribute(
-        self,
-        question: str,
-        documents: Sequence[Document | str],
-        answer: str,
-        method: Method = "auto",
-        keep_documents: int = 2,
-        keep_sentences: int = 5,
-        doc_method: Literal["exact", "fast"] = "exact",
-        truncate: Literal["error", "documents"] = "error",
-        budget: Budget = "balanced",
-    ) -> AttributionResult:
-        """``Attributor.attribute``, computed by the service."""
-        options = AttributionOptions(
-            method=method,
-            budget=budget,
-            keep_documents=keep_documents,
-            keep_sentences=keep_sentences,
-            doc_method=doc_method,
-            truncate=truncate,
-        )
-        return self.attribute_with(question, documents, answer, options)
-
     def attribute_with(
         self, question: str, documents: Sequence[Document | str], answer: str, options: AttributionOptions
     ) -> AttributionResult:
         """``Attributor.attribute_with``, computed by the service."""
         return self._post({"question": question, "documents": documents, "answer": answer, "options": options})
-
-    def attribute_messages(
-        self,
-        messages: str | Sequence[dict[str, Any]],
-        answer: str,
-        documents: Sequence[Document | str],
-        *,
-        method: Method = "auto",
-        keep_documents: int = 2,
-        keep_sentences: int = 5,
-        doc_method: Literal["exact", "fast"] = "exact",
-        truncate: Literal["error", "documents"] = "error",
-        budget: Budget = "balanced",
-    ) -> AttributionResult:
-        """``Attributor.attribute_messages`` (the prompt the LLM read), computed by the service."""
-        options = AttributionOptions(
-            method=method,
-            budget=budget,
-            keep_documents=keep_documents,
-            keep_sentences=keep_sentences,
-            doc_method=doc_method,
-            truncate=truncate,
-        )
-        return self.attribute_messages_with(messages, answer, documents, options)
 
     def attribute_messages_with(
         self,
