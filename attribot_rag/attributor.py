@@ -21,7 +21,7 @@ from .options import AttributionOptions, KeywordForms
 from .prompt import DEFAULT_TEMPLATE, RenderedPrompt, TokenizedText, check_template, render
 from .results import AnswerSentence, AttributionResult, AttributionSettings, SpanScore
 from .scorer import Scorer
-from .spans import Document, split_sentences
+from .spans import Document, Sentence, split_sentences
 from .validation import as_documents, check_text
 
 logger = logging.getLogger(__name__)
@@ -245,23 +245,20 @@ class Attributor(KeywordForms):
             prompt_spans = rendered.document_spans if kind == "document" else rendered.sentence_spans
             out = []
             for i, (prompt_start, prompt_end) in enumerate(prompt_spans):
-                if kind == "document":
-                    doc_index, start, end = i, 0, len(rendered.documents[i].text)
-                else:
-                    sentence = rendered.sentences[i]
-                    doc_index, start, end = sentence.doc_index, sentence.start, sentence.end
-                document = rendered.documents[doc_index]
+                span = Sentence(i, 0, len(rendered.documents[i].text)) if kind == "document" else rendered.sentences[i]
+                document = rendered.documents[span.doc_index]
                 score = float(drop_of[i][tokens].sum()) if i in drop_of else None
                 out.append(
                     SpanScore(
-                        doc_index=indices[doc_index],
-                        doc_id=document.id or str(indices[doc_index]),
-                        text=document.text[start:end],
-                        start=start,
-                        end=end,
+                        doc_index=indices[span.doc_index],
+                        doc_id=document.id or str(indices[span.doc_index]),
+                        text=(document.title or "" if span.part == "title" else document.text)[span.start : span.end],
+                        start=span.start,
+                        end=span.end,
                         prompt_start=prompt_start,
                         prompt_end=prompt_end,
                         score=score,
+                        part=span.part,
                     )
                 )
             return out

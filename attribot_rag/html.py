@@ -144,7 +144,9 @@ def _ranks(spans: Sequence[SpanScore]) -> dict[int, int]:
 def _where(result: AttributionResult, j: int) -> str:
     """Where sentence ``j`` of the result lies, as the page numbers documents and sentences."""
     sentence = result.sentences[j]
-    k = sum(s.doc_index == sentence.doc_index for s in result.sentences[:j])
+    if sentence.part == "title":
+        return f"document [{sentence.doc_index + 1}] {sentence.doc_id}, title"
+    k = sum(s.doc_index == sentence.doc_index and s.part == "text" for s in result.sentences[:j])
     return f"document [{sentence.doc_index + 1}] {sentence.doc_id}, sentence {k + 1}"
 
 
@@ -208,11 +210,11 @@ def _document(
     else:
         head_score = f'<span class="doc-score {_tint(document.score, doc_scale)}">score <span class="v">{_number(document.score)}</span></span>'
         head_score += f'<span class="rank">rank {doc_ranks[p]} of {len(doc_ranks)} documents</span>'
-    body, cursor = [], 0
-    for k, (j, sentence) in enumerate(own):
-        start = max(sentence.start, cursor)
-        body.append(_e(document.text[cursor:start]))
-        where = f"document [{d + 1}] {sentence.doc_id}, sentence {k + 1} of {len(own)}"
+
+    def span(k: int, j: int, sentence: SpanScore, text: str) -> str:
+        where = f"document [{d + 1}] {sentence.doc_id}, " + (
+            "title" if sentence.part == "title" else f"sentence {k + 1} of {len(own)}"
+        )
         if sentence.score is None:
             classes, tip = "sent unscored", f"{where}: not scored by {result.method}"
         else:
@@ -221,15 +223,23 @@ def _document(
             if claims > 1:
                 per_claim = [a.sentences[j].score for a in result.answer_sentences]
                 tip += "; per answer sentence: " + ", ".join(f"{c + 1}: {_number(s)}" for c, s in enumerate(per_claim))
-        body.append(
-            f'<span class="{classes}" id="{prefix}-s{j}" tabindex="0" data-tip="{_e(tip)}">{_e(document.text[start : sentence.end])}'
+        return (
+            f'<span class="{classes}" id="{prefix}-s{j}" tabindex="0" data-tip="{_e(tip)}">{_e(text)}'
             f'<span class="v">{_number(sentence.score)}</span></span>'
         )
+
+    titles = [span(0, j, s, s.text) for j, s in own if s.part == "title"]
+    own = [(j, s) for j, s in own if s.part == "text"]
+    body, cursor = [], 0
+    for k, (j, sentence) in enumerate(own):
+        start = max(sentence.start, cursor)
+        body.append(_e(document.text[cursor:start]))
+        body.append(span(k, j, sentence, document.text[start : sentence.end]))
         cursor = max(cursor, sentence.end)
     body.append(_e(document.text[cursor:]))
     return (
         f'<article class="doc" id="{prefix}-d{d}"><div class="doc-head"><span class="num">Document [{d + 1}]</span>'
-        f'<span class="doc-id">{_e(document.doc_id)}</span>{head_score}</div>'
+        f'<span class="doc-id">{_e(document.doc_id)}</span>{"".join(titles)}{head_score}</div>'
         f'<p class="doc-text">{"".join(body)}</p></article>'
     )
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from .spans import Document, Sentence, document_sentences
+from .spans import Document, Sentence, document_sentences, title_span
 
 # Chosen on 20 HotpotQA questions: the embedded model answers as many correctly as with an
 # "answer using the documents below" preamble, and in one sentence instead of echoing headers.
@@ -20,10 +20,11 @@ DEFAULT_TEMPLATE = (
 PLAIN_ANSWER_CUE = "\n\nAnswer:\n"
 
 
-def _document_block(number: int, document: Document) -> tuple[str, int]:
-    """The rendered block of one document and the offset of its text inside the block."""
-    header = f"Document [{number}]" + (f" {document.title}" if document.title else "") + "\n"
-    return f"{header}{document.text}\n\n", len(header)
+def _document_block(number: int, document: Document) -> tuple[str, int, int]:
+    """The rendered block of one document, the offset of its title and of its text inside it."""
+    label = f"Document [{number}]" + (" " if document.title else "")
+    header = label + (document.title or "") + "\n"
+    return f"{header}{document.text}\n\n", len(label), len(header)
 
 
 def check_template(template: str) -> None:
@@ -56,10 +57,11 @@ def render(question: str, documents: list[Document], tokenizer, template: str = 
     text, after the BOS token where the tokenizer adds one, plus an answer cue), tracking every
     span's offsets."""
     check_template(template)
-    context, doc_offsets, text_offsets = "", [], []
+    context, doc_offsets, title_offsets, text_offsets = "", [], [], []
     for number, document in enumerate(documents, start=1):
-        block, text_offset = _document_block(number, document)
+        block, title_offset, text_offset = _document_block(number, document)
         doc_offsets.append((len(context), len(context) + len(block)))
+        title_offsets.append(len(context) + title_offset)
         text_offsets.append(len(context) + text_offset)
         context += block
     before, after = template.split("{context}")
@@ -84,9 +86,10 @@ def render(question: str, documents: list[Document], tokenizer, template: str = 
 
     sentences, sentence_spans = [], []
     for index, document in enumerate(documents):
-        for sentence in document_sentences(index, document):
+        title = title_span(index, document)
+        for sentence in ([title] if title else []) + document_sentences(index, document):
             sentences.append(sentence)
-            base = shift + text_offsets[index]
+            base = shift + (title_offsets if sentence.part == "title" else text_offsets)[index]
             sentence_spans.append((base + sentence.start, base + sentence.end))
     return RenderedPrompt(
         text=text,

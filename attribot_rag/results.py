@@ -7,10 +7,13 @@ from typing import Any, cast
 from pydantic import BaseModel, ConfigDict
 
 from .methods import MethodName
+from .spans import SpanPart
 
 
 class SpanScore(BaseModel):
-    """A document or sentence of the context and its LOO score (``None``: not scored)."""
+    """A document or sentence of the context and its LOO score (``None``: not scored).
+    ``start``/``end`` index the document's text, or with ``part="title"`` its title (a title
+    the prompt shows is cited like a sentence)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -22,6 +25,7 @@ class SpanScore(BaseModel):
     prompt_start: int
     prompt_end: int
     score: float | None
+    part: SpanPart = "text"
 
 
 def _ranked(spans: list[SpanScore], k: int | None) -> list[SpanScore]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import blingfire
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -34,13 +34,19 @@ class Document(BaseModel):
         return self
 
 
+SpanPart = Literal["text", "title"]
+
+
 @dataclass(frozen=True)
 class Sentence:
-    """A sentence of document ``doc_index``: ``text[start:end]`` of that document."""
+    """A citable span of document ``doc_index``: ``text[start:end]`` of that document, or with
+    ``part="title"`` its ``title[start:end]`` (a title the prompt shows is context an answer
+    may copy from, so it is ablated and cited like a sentence)."""
 
     doc_index: int
     start: int
     end: int
+    part: SpanPart = "text"
 
 
 def _strip(text: str, start: int, end: int) -> tuple[int, int]:
@@ -81,6 +87,12 @@ def locate_sentences(text: str, sentences: list[str]) -> list[tuple[int, int]]:
         spans.append((start, start + len(needle)))
         cursor = start + len(needle)
     return spans
+
+
+def title_span(doc_index: int, document: Document) -> Sentence | None:
+    """The title of ``document`` as a span, whitespace trimmed (``None``: no title)."""
+    start, end = _strip(document.title or "", 0, len(document.title or ""))
+    return Sentence(doc_index, start, end, "title") if start < end else None
 
 
 def document_sentences(doc_index: int, document: Document) -> list[Sentence]:

@@ -108,10 +108,12 @@ def gold_answer(item: dict) -> str | None:
 
 
 def gold_sentences(item: dict) -> list[int]:
-    """Indices of the gold supporting sentences in the attribution's sentence list (which
-    skips whitespace-only sentences); out-of-range references (a HotpotQA quirk) dropped."""
+    """Indices of the gold supporting sentences in the attribution's sentence list (each
+    document's title first, then its sentences, skipping whitespace-only ones); out-of-range
+    references (a HotpotQA quirk) dropped."""
     index, position = {}, 0
     for d, document in enumerate(item["documents"]):
+        position += bool(document["title"].strip())
         for s, sentence in enumerate(document["sentences"]):
             if sentence.strip():
                 index[(d, s)] = position

@@ -38,8 +38,8 @@ import torch
 
 from attribot_rag import BUDGETS, Attributor, Document
 from attribot_rag.models import auto_dtype
-from attribot_rag.prompt import render
-from attribot_rag.spans import document_sentences
+from attribot_rag.prompt import TokenizedText, render
+from attribot_rag.scorer import Scorer
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
@@ -61,6 +61,7 @@ SETTINGS: dict[str, tuple[dict[str, Any], str | None]] = {
         for k in (1, 2, 3)
     },
     "fast": ({"method": "fast"}, None),
+    "fast-bfloat16": ({"method": "fast"}, "bfloat16"),
     **{f"budget-{budget}": ({"method": "auto", "budget": budget}, None) for budget in BUDGETS},
 }
 EXPENSIVE = {"exact-float32", "exact-bfloat16", "exact", "hierarchical-k2", "hierarchical-k3"}
@@ -122,6 +123,19 @@ def run_setting(
     }
 
 
+def one_forward_cpu(attributor: Attributor, question: str, documents: list[Document], answer: str) -> float:
+    """CPU time of one forward of the full prompt and answer (answer log-probs only): the floor
+    of every LOO method, which reads the whole prompt at least once."""
+    rendered = render(question, documents, attributor.tokenizer, attributor.prompt_template)
+    prompt = TokenizedText.of(attributor.tokenizer, rendered.text, rendered.literal_spans).ids
+    answer_ids = TokenizedText.of(attributor.tokenizer, answer, [(0, len(answer))]).ids
+    scorer = Scorer(attributor.model)
+    cpu = time.process_time()
+    with torch.inference_mode():
+        scorer.naive_logprobs(prompt, answer_ids)
+    return time.process_time() - cpu
+
+
 def agreement_question(
     item: dict, index: int, args: argparse.Namespace, attributors: Attributors
 ) -> dict[str, Any] | None:
@@ -142,10 +156,15 @@ def agreement_question(
         if key not in done:
             done[key] = run_setting(attributors, name, item["question"], documents, answer)
         row["settings"][name] = done[key]
+    row["one_forward"] = {
+        attributors.dtype(dtype): one_forward_cpu(attributors.get(dtype), item["question"], documents, answer)
+        for dtype in args.forward_dtypes
+    }
     first = next(iter(row["settings"].values()))
     row["sentences"] = len(first["sentences"])
     row["sentence_documents"] = [
-        s.doc_index for index, document in enumerate(documents) for s in document_sentences(index, document)
+        s.doc_index
+        for s in render(item["question"], documents, tokenizer, attributors.get(None).prompt_template).sentences
     ]
     row["prompt_tokens"] = len(
         tokenizer(render_text(attributors.get(None), item["question"], documents), add_special_tokens=False).input_ids
@@ -263,6 +282,17 @@ def markdown(report: dict) -> str:
             f"| {name} | {s['dtype']} | {s['questions']} | {_cell(s['median_cpu'], 1)} | {s['with_reference']} | {_cell(s['speedup_cpu'])}× | {_cell(s['top1'])} | "
             f"{_cell(s['top3_recall'])} | {_cell(s['pearson'], 3)} | {_cell(s['max_abs_diff'], 3)} | {_cell(s['document_top1'])} | {_cell(s['gold_top1'])} | {_cell(s['gold_top1_with_reference'])} |"
         )
+    floors = {
+        dtype: _median([row["one_forward"][dtype] for row in report["rows"] if dtype in row.get("one_forward", {})])
+        for dtype in {d for row in report["rows"] for d in row.get("one_forward", {})}
+    }
+    if floors:
+        lines += [
+            "",
+            "One forward of the full prompt and answer, the floor of every LOO method (median CPU s): "
+            + ", ".join(f"{dtype} {cpu:.2f}" for dtype, cpu in sorted(floors.items()))
+            + f"; prompt tokens (median): {_median([row['prompt_tokens'] for row in report['rows']]):.0f}",
+        ]
     if "naive" in report["summary"] and "naive_over_exact_cpu" in report["summary"]["naive"]:
         lines += [
             "",
@@ -429,6 +459,9 @@ def main() -> None:
     a.add_argument("--reference-n", type=int, default=None, help="questions on which exact runs (default: all)")
     a.add_argument("--naive-n", type=int, default=5, help="questions on which naive runs")
     a.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS, choices=list(SETTINGS))
+    a.add_argument(
+        "--forward-dtypes", nargs="*", default=["float32", "bfloat16"], help="dtypes whose one-forward floor is timed"
+    )
     a.add_argument("--out", type=Path)
     g = commands.add_parser("growth", help="the default's CPU time at 2k, 4k, 8k prompt tokens")
     g.add_argument("--setting", default="budget-balanced", choices=list(SETTINGS))
