@@ -75,7 +75,8 @@ def test_an_answer_copied_from_a_title_cites_the_title(attributor: Attributor) -
         "Which structure was completed in 1742?", documents, "The Veltrana Bridge.", method="exact"
     )
     title = result.top(1)[0]
-    assert (title.part, title.text, title.doc_id, title.start, title.end) == ("title", "Veltrana Bridge", "bridge", 0, 15)
+    assert (title.part, title.text, title.doc_id) == ("title", "Veltrana Bridge", "bridge")
+    assert (title.start, title.end) == (0, 15)
     assert result.prompt[title.prompt_start : title.prompt_end] == "Veltrana Bridge"
     assert [s.part for s in result.sentences].count("title") == 2
     assert result.citations()[0].source == title
