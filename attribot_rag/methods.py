@@ -21,7 +21,7 @@ from .prompt import RenderedPrompt, TokenizedText
 if TYPE_CHECKING:  # the registry stays importable without torch (CLI parsing, option checks)
     import torch
 
-    from .scorer import Scorer
+    from .scorer import FullPass, Scorer
 
 Span = tuple[int, int]
 
@@ -66,15 +66,23 @@ def _shift(spans: list[Span], removed: list[Span]) -> list[Span]:
 
 
 def _loo(
-    problem: Problem, spans: list[Span], removed: Sequence[Span] = (), naive: bool = False
+    problem: Problem,
+    spans: list[Span],
+    removed: Sequence[Span] = (),
+    naive: bool = False,
+    known: FullPass | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Drop of each span on the prompt without ``removed``, relative to that prompt."""
+    """Drop of each span on the prompt without ``removed``, relative to that prompt
+    (``known``: the full prompt's ``full_pass``, when nothing is removed)."""
     text = cut(problem.rendered.text, list(removed))
     literal = _shift(list(problem.rendered.literal_spans), list(removed))  # user text stays text
     tokens = lambda t, cuts: TokenizedText.of(problem.tokenizer, t, _shift(literal, cuts)).ids  # noqa: E731
     base = problem.prompt.ids if not removed else tokens(text, [])
     ablations = [tokens(cut(text, [span]), [span]) for span in _shift(spans, list(removed))]
-    full, ablated = (problem.scorer.naive_loo if naive else problem.scorer.loo)(base, problem.answer.ids, ablations)
+    if naive:
+        full, ablated = problem.scorer.naive_loo(base, problem.answer.ids, ablations)
+    else:
+        full, ablated = problem.scorer.loo(base, problem.answer.ids, ablations, None if removed else known)
     return full, [full - row for row in ablated]
 
 
@@ -92,20 +100,22 @@ def _top(scores: dict[int, torch.Tensor], k: int) -> list[int]:
     return heapq.nlargest(k, scores, key=lambda i: float(scores[i].sum()))
 
 
-def _frozen(problem: Problem, spans: list[Span]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def _frozen(
+    problem: Problem, spans: list[Span], known: FullPass | None = None
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Frozen-context drops of each span: only the text after the last document is recomputed."""
     prompt = problem.prompt
     tail = prompt.token_range(*problem.rendered.document_spans[-1])[1]
     full, ablated = problem.scorer.frozen_loo(
-        prompt.ids, problem.answer.ids, tail, [prompt.token_range(*s) for s in spans]
+        prompt.ids, problem.answer.ids, tail, [prompt.token_range(*s) for s in spans], known
     )
     return full, [full - row for row in ablated]
 
 
-def _documents_and_sentences(problem: Problem, loo: Callable = _loo) -> Drops:
+def _documents_and_sentences(problem: Problem, loo: Callable = _loo, **kwargs: object) -> Drops:
     rendered = problem.rendered
     n_docs = len(rendered.document_spans)
-    full, drops = loo(problem, rendered.document_spans + rendered.sentence_spans)
+    full, drops = loo(problem, rendered.document_spans + rendered.sentence_spans, **kwargs)
     return Drops(
         full,
         problem.answer.offsets,
@@ -135,9 +145,17 @@ def sentence_loo(problem: Problem, keep: list[int] | None = None) -> Drops:
     return Drops(full, problem.answer.offsets, sentences=dict(zip(keep, drops, strict=True)))
 
 
-def fast(problem: Problem) -> Drops:
-    """Experimental frozen-context estimate of every document's and sentence's LOO."""
-    return _documents_and_sentences(problem, _frozen)
+def fast(problem: Problem, rescore: int = 0) -> Drops:
+    """Frozen-context estimate of every document's and sentence's LOO; the ``rescore`` sentences
+    it ranks highest then get their exact LOO instead (the estimate prunes, exact LOO scores:
+    AttriBoT's pruning and rescoring with one model), sharing the full prompt's forward."""
+    known = problem.scorer.full_pass(problem.prompt.ids, problem.answer.ids)
+    drops = _documents_and_sentences(problem, _frozen, known=known)
+    if rescore:
+        top = _top(drops.sentences, rescore)
+        _, exact_drops = _loo(problem, [problem.rendered.sentence_spans[i] for i in top], known=known)
+        drops.sentences.update(zip(top, exact_drops, strict=True))
+    return drops
 
 
 def hierarchical(problem: Problem, keep_documents: int, doc_method: str = "exact") -> Drops:
@@ -177,6 +195,12 @@ def _hierarchical_forwards(problem: Problem, keep_documents: int, **_: object) -
     return 2 + len(problem.rendered.document_spans) + sum(heapq.nlargest(keep_documents, per_document.values()))
 
 
+def _fast_forwards(problem: Problem, rescore: int = 0) -> int:
+    """Every span's frozen estimate (an upper bound: its tails are packed), then the rescored
+    sentences' exact ablations."""
+    return _every_span_forwards(problem) + min(rescore, len(problem.rendered.sentence_spans))
+
+
 def _pruned_forwards(proxy: Problem, target: Problem, keep_sentences: int) -> int:
     """The proxy's sentence pass, then the target's rescoring of the kept sentences."""
     sentences = len(proxy.rendered.sentence_spans)
@@ -214,7 +238,12 @@ METHODS: dict[str, MethodSpec] = {
         needs_target=True,
         forwards=_pruned_forwards,
     ),
-    "fast": MethodSpec(fast, "experimental frozen-context estimate, all spans in a few forwards"),
+    "fast": MethodSpec(
+        fast,
+        "frozen-context estimate of all spans in a few forwards; exact LOO of its top rescore sentences",
+        ("rescore",),
+        forwards=_fast_forwards,
+    ),
 }
 MethodName = Literal["naive", "exact", "hierarchical", "pruned", "fast"]
 if set(get_args(MethodName)) != set(METHODS):  # the literal is for type checkers; keep it in step

@@ -35,6 +35,9 @@ class AttributionOptions(BaseModel):
     keep_documents: int = Field(2, ge=1, description="hierarchical: documents kept for the sentence pass")
     keep_sentences: int = Field(5, ge=1, description="pruned: sentences the target rescores")
     doc_method: Literal["exact", "fast"] = Field("exact", description="hierarchical: the document pass")
+    rescore: int = Field(
+        0, ge=0, description="fast: its top sentences that get their exact LOO instead of the estimate"
+    )
     truncate: Literal["error", "documents"] = Field(
         "error", description="documents: drop the last-retrieved documents until the prompt fits"
     )
@@ -59,6 +62,8 @@ class AttributionOptions(BaseModel):
             for name in ("keep_documents", "keep_sentences"):
                 if isinstance(data.get(name), int) and data[name] < 1:
                     raise ValueError("keep_documents and keep_sentences must be at least 1")
+            if isinstance(data.get("rescore"), int) and data["rescore"] < 0:
+                raise ValueError("rescore must be at least 0")
         return data
 
     def resolved(self) -> AttributionOptions:
@@ -99,6 +104,7 @@ class KeywordForms:
         keep_documents: int = 2,
         keep_sentences: int = 5,
         doc_method: Literal["exact", "fast"] = "exact",
+        rescore: int = 0,
         truncate: Literal["error", "documents"] = "error",
         budget: Budget = "balanced",
         max_forwards: int | None = None,
@@ -107,7 +113,8 @@ class KeywordForms:
         without it. ``method="auto"`` (the default) runs what ``budget`` maps to (``BUDGETS``);
         ``hierarchical`` scores sentences of the top ``keep_documents`` only (its document pass
         exact, or frozen-context with ``doc_method="fast"``); ``pruned`` needs a ``target``;
-        ``fast`` is the experimental frozen-context estimate. A prompt longer than the model's
+        ``fast`` is the frozen-context estimate, its top ``rescore`` sentences rescored with
+        exact LOO. A prompt longer than the model's
         window is an error, or with ``truncate="documents"`` loses its last-retrieved documents
         (listed in ``dropped_documents``). An attribution that plans more than
         ``max_forwards`` forward passes is refused before it starts."""
@@ -117,6 +124,7 @@ class KeywordForms:
             keep_documents=keep_documents,
             keep_sentences=keep_sentences,
             doc_method=doc_method,
+            rescore=rescore,
             truncate=truncate,
             max_forwards=max_forwards,
         )
@@ -132,6 +140,7 @@ class KeywordForms:
         keep_documents: int = 2,
         keep_sentences: int = 5,
         doc_method: Literal["exact", "fast"] = "exact",
+        rescore: int = 0,
         truncate: Literal["error", "documents"] = "error",
         budget: Budget = "balanced",
         max_forwards: int | None = None,
@@ -147,6 +156,7 @@ class KeywordForms:
             keep_documents=keep_documents,
             keep_sentences=keep_sentences,
             doc_method=doc_method,
+            rescore=rescore,
             truncate=truncate,
             max_forwards=max_forwards,
         )

@@ -13,6 +13,8 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 T = TypeVar("T")
+# The answer log-probs given the whole prompt, and the keys/values of that forward.
+FullPass = tuple[torch.Tensor, DynamicCache]
 
 
 class AttributionOutOfMemory(RuntimeError):
@@ -275,14 +277,25 @@ class Scorer:
         return self._answer_logprobs(self._forward(ids, cache), [len(prompt)], answer)[0], cache
 
     @torch.inference_mode()
+    def full_pass(self, prompt: Sequence[int], answer: Sequence[int]) -> FullPass:
+        """The forward of the whole prompt: answer log-probs and keys/values, which ``loo`` and
+        ``frozen_loo`` of the same prompt and answer can share (``known=``)."""
+        answer_t = self._to_device(torch.tensor(list(answer)))
+        return self._single(lambda: self._full(prompt, answer_t), "the full prompt")
+
+    @torch.inference_mode()
     def loo(
-        self, prompt: Sequence[int], answer: Sequence[int], ablations: Sequence[Sequence[int]]
+        self,
+        prompt: Sequence[int],
+        answer: Sequence[int],
+        ablations: Sequence[Sequence[int]],
+        known: FullPass | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Answer token log-probs given ``prompt`` (shape ``[A]``) and given each ablated prompt
         (shape ``[N, A]``), float32 on the CPU. Each ablated prompt reuses the cached keys and
-        values of its common prefix with ``prompt``."""
+        values of its common prefix with ``prompt`` (``known``: its ``full_pass``, if done)."""
         answer_t = self._to_device(torch.tensor(list(answer)))
-        full, cache = self._single(lambda: self._full(prompt, answer_t), "the full prompt")
+        full, cache = known or self.full_pass(prompt, answer)
         prefixes = [common_prefix(prompt, ablation) for ablation in ablations]
         lengths = [len(ablation) for ablation in ablations]
         # Sorted by shared prefix, the ablations of a batch share the longest prefixes.
@@ -366,7 +379,12 @@ class Scorer:
 
     @torch.inference_mode()
     def frozen_loo(
-        self, prompt: Sequence[int], answer: Sequence[int], tail: int, spans: Sequence[tuple[int, int]]
+        self,
+        prompt: Sequence[int],
+        answer: Sequence[int],
+        tail: int,
+        spans: Sequence[tuple[int, int]],
+        known: FullPass | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The frozen-context estimate of ``loo`` for token ranges ``spans`` of the context: the
         full prompt's keys/values stay as they are and only the tail (``prompt[tail:]`` and the
@@ -376,7 +394,7 @@ class Scorer:
         The tails of a batch are packed into one sequence that shares the cache once (a custom
         attention mask keeps them apart): no padding and no per-row copy of the cache."""
         answer_t = self._to_device(torch.tensor(list(answer)))
-        full, cache = self._single(lambda: self._full(prompt, answer_t), "the full prompt")
+        full, cache = known or self.full_pass(prompt, answer)
         rest = list(prompt[tail:]) + list(answer)
         size = self._batch_size(tail, len(rest), len(answer), packed=True)
 

@@ -62,6 +62,7 @@ SETTINGS: dict[str, tuple[dict[str, Any], str | None]] = {
     },
     "fast": ({"method": "fast"}, None),
     "fast-bfloat16": ({"method": "fast"}, "bfloat16"),
+    **{f"fast-rescore{k}": ({"method": "fast", "rescore": k}, None) for k in (2, 3)},
     **{f"budget-{budget}": ({"method": "auto", "budget": budget}, None) for budget in BUDGETS},
 }
 EXPENSIVE = {"exact-float32", "exact-bfloat16", "exact", "hierarchical-k2", "hierarchical-k3"}

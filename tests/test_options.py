@@ -25,8 +25,8 @@ def test_auto_resolves_to_its_budget_and_explicit_methods_stay(budget: str) -> N
 
 @pytest.mark.parametrize("method", METHODS)
 def test_method_options_are_those_the_method_takes(method: str) -> None:
-    options = AttributionOptions(method=method, keep_documents=4, keep_sentences=7, doc_method="fast")
-    expected = {"keep_documents": 4, "keep_sentences": 7, "doc_method": "fast"}
+    options = AttributionOptions(method=method, keep_documents=4, keep_sentences=7, doc_method="fast", rescore=2)
+    expected = {"keep_documents": 4, "keep_sentences": 7, "doc_method": "fast", "rescore": 2}
     assert options.method_options() == {name: expected[name] for name in METHODS[method].options}
 
 

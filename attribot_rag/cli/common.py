@@ -45,6 +45,9 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--keep-sentences", type=int, default=5, help="pruned: sentences the target rescores")
     parser.add_argument(
+        "--rescore", type=int, default=0, metavar="N", help="fast: its top N sentences get their exact LOO"
+    )
+    parser.add_argument(
         "--max-forwards", type=int, metavar="N", help="refuse an attribution that plans more than N forward passes"
     )
 
@@ -60,6 +63,7 @@ def options_from(args: argparse.Namespace) -> AttributionOptions:
             budget=args.budget or "balanced",
             keep_documents=args.keep_documents,
             keep_sentences=args.keep_sentences,
+            rescore=args.rescore,
             max_forwards=args.max_forwards,
         )
     except ValidationError as error:
