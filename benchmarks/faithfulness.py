@@ -66,6 +66,7 @@ OUR_METHODS = {
     },
     **{f"hierarchical-k{k}": dict(method="hierarchical", keep_documents=k) for k in (1, 2, 3)},
     "hierarchical-k2-fastdoc": dict(method="hierarchical", keep_documents=2, doc_method="fast"),
+    "fast-rescore3": dict(method="fast", rescore=3),
     **{f"budget-{budget}": dict(method="auto", budget=budget) for budget in BUDGETS if budget != "faithful"},
 }
 ALL_METHODS = [*OUR_METHODS, *BASELINES, "contextcite", "pruned", "pruned-reverse"]
