@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoTokenizer
 
 from attribot_rag import Attributor
+from attribot_rag.models import embedded_model_dir
+from attribot_rag.prompt import render
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
@@ -43,32 +46,70 @@ def is_title_answer(item: dict) -> bool:
     return any(_normal(d["title"]) == answer for d in select_documents(item, "gold4")["documents"])
 
 
-def question_row(attributor: Attributor, item: dict, methods: list[str]) -> dict[str, Any] | None:
-    item = select_documents(item, "gold4")
-    answer = gold_answer(item)
-    if not answer:
-        return None
+# Each span as (document index, part, text); each method's scores parallel to them.
+Spans = list[tuple[int, str, str]]
+
+
+def question_row(item: dict, spans: Spans, scores: dict[str, list[float | None]]) -> dict[str, Any]:
+    """Per method, both rankings' top span: gold or not, in a gold paragraph, the answer's title."""
+    answer = gold_answer(item) or ""
     gold = set(gold_sentences(item))
-    row: dict[str, Any] = {"id": item["id"], "answer": answer, "methods": {}}
-    for method in methods:
-        result = attributor.attribute(item["question"], documents_of(item), answer, method=method)
-        spans = result.sentences
-        gold_documents = {spans[g].doc_index for g in gold}
-        answer_title = {i for i, s in enumerate(spans) if s.part == "title" and _normal(s.text) == _normal(answer)}
-        scores = [s.score for s in spans]
-        text_only = [s.score if s.part == "text" else None for s in spans]
-        row["title_answer"] = bool(answer_title)
+    gold_documents = {spans[g][0] for g in gold}
+    answer_title = {
+        i for i, (_, part, text) in enumerate(spans) if part == "title" and _normal(text) == _normal(answer)
+    }
+    row: dict[str, Any] = {"id": item["id"], "answer": answer, "title_answer": bool(answer_title), "methods": {}}
+    for method, values in scores.items():
+        text_only = [v if spans[i][1] == "text" else None for i, v in enumerate(values)]
         row["methods"][method] = {
             ranking: {
                 "gold_top1": float(top in gold),
-                "top_in_gold_document": float(spans[top].doc_index in gold_documents),
+                "top_in_gold_document": float(spans[top][0] in gold_documents),
                 "top_is_answer_title": float(top in answer_title),
-                "top_part": spans[top].part,
+                "top_part": spans[top][1],
             }
-            for ranking, values in (("titles", scores), ("text only", text_only))
-            for top in [ev.ranking(values)[0]]
+            for ranking, ranked in (("titles", values), ("text only", text_only))
+            for top in [ev.ranking(ranked)[0]]
         }
     return row
+
+
+def attributed(attributor: Attributor, item: dict, methods: list[str]) -> tuple[Spans, dict[str, list[float | None]]]:
+    """Run each method on the question (gold answer) and return its spans and scores."""
+    results = {
+        method: attributor.attribute(item["question"], documents_of(item), gold_answer(item) or "", method=method)
+        for method in methods
+    }
+    first = next(iter(results.values()))
+    return [(s.doc_index, s.part, s.text) for s in first.sentences], {
+        method: [s.score for s in result.sentences] for method, result in results.items()
+    }
+
+
+def from_speed_run(path: Path, tokenizer: Any, methods: list[str]) -> list[dict]:
+    """The rows of a ``speed.py agreement --documents 4`` run (titles citable), spans re-rendered."""
+    run = json.loads(path.read_text())
+    items = {item["id"]: select_documents(item, "gold4") for item in load_questions(DATA, 10**6)}
+    rows = []
+    for stored in run["rows"]:
+        item = items[stored["id"]]
+        documents = documents_of(item)
+        rendered = render(item["question"], documents, tokenizer)
+        spans = [
+            (
+                s.doc_index,
+                s.part,
+                (documents[s.doc_index].title or "" if s.part == "title" else documents[s.doc_index].text)[
+                    s.start : s.end
+                ],
+            )
+            for s in rendered.sentences
+        ]
+        scores = {m: stored["settings"][m]["sentences"] for m in methods if m in stored["settings"]}
+        if len(spans) != len(next(iter(scores.values()))):
+            raise ValueError(f"{path} was run before titles became spans")
+        rows.append(question_row(item, spans, scores))
+    return rows
 
 
 def summary(rows: list[dict], methods: list[str]) -> list[str]:
@@ -95,6 +136,18 @@ def summary(rows: list[dict], methods: list[str]) -> list[str]:
     return lines
 
 
+def write(rows: list[dict], methods: list[str], out: Path, command: str) -> None:
+    lines = summary(rows, methods)
+    out.write_text(json.dumps({"command": command, "rows": rows, "table": lines}, indent=1))
+    header = [
+        "# Citable titles: HotpotQA, 2 gold + 2 distractor paragraphs, gold answer",
+        "",
+        f"Command: `{command}`; {len(rows)} questions; means with 95% bootstrap intervals.",
+        "",
+    ]
+    out.with_suffix(".md").write_text("\n".join(header + lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=30, help="questions")
@@ -105,30 +158,33 @@ def main() -> None:
         help="the first n questions, or of those whose answer is a title",
     )
     parser.add_argument("--methods", nargs="+", default=["exact", "fast"])
+    parser.add_argument(
+        "--from-run",
+        type=Path,
+        help="analyse a speed.py agreement --documents 4 JSON instead of running (no model run)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="default: results/titles_<select>.json")
     args = parser.parse_args()
-    args.out = args.out or ROOT / "results" / f"titles_{args.select}.json"
+    args.out = args.out or ROOT / "results" / f"titles_{'from_run' if args.from_run else args.select}.json"
     torch.set_num_threads(1)
-    attributor = Attributor()
-    rows: list[dict] = []
-    items = load_questions(DATA, 10**6)
-    chosen = [item for item in items if is_title_answer(item)] if args.select == "title-answers" else items
-    for item in chosen[: args.n]:
-        row = question_row(attributor, item, args.methods)
-        if row is None:
-            continue
-        rows.append(row)
-        lines = summary(rows, args.methods)
-        report = {"command": "benchmarks/titles.py " + " ".join(sys.argv[1:]), "rows": rows, "table": lines}
-        args.out.write_text(json.dumps(report, indent=1))
-        header = [
-            "# Citable titles: HotpotQA, 2 gold + 2 distractor paragraphs, gold answer",
-            "",
-            f"Command: `{report['command']}`; {len(rows)} questions; means with 95% bootstrap intervals.",
-            "",
-        ]
-        args.out.with_suffix(".md").write_text("\n".join(header + lines) + "\n")
-        print(f"{row['id']}: title answer {row['title_answer']}, " + json.dumps(row["methods"]), flush=True)
+    if args.from_run:  # the tokenizer alone: no model loads
+        tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
+        rows = from_speed_run(args.from_run, tokenizer, args.methods)
+        write(rows, args.methods, args.out, f"benchmarks/titles.py {' '.join(sys.argv[1:])}")
+    else:
+        attributor = Attributor()
+        items = load_questions(DATA, 10**6)
+        chosen = [item for item in items if is_title_answer(item)] if args.select == "title-answers" else items
+        rows = []
+        for item in chosen[: args.n]:
+            item = select_documents(item, "gold4")
+            if not gold_answer(item):
+                continue
+            rows.append(question_row(item, *attributed(attributor, item, args.methods)))
+            write(rows, args.methods, args.out, f"benchmarks/titles.py {' '.join(sys.argv[1:])}")
+            print(
+                f"{item['id']}: title answer {rows[-1]['title_answer']}, " + json.dumps(rows[-1]["methods"]), flush=True
+            )
     print("\n".join(summary(rows, args.methods)))
 
 

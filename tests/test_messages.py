@@ -6,7 +6,7 @@ import functools
 
 import pytest
 
-from attribot_rag import Attributor, Document
+from attribot_rag import BUDGETS, Attributor, Document
 from attribot_rag.messages import render_chat, render_messages
 from attribot_rag.models import embedded_model_dir
 from attribot_rag.prompt import TokenizedText
@@ -105,7 +105,7 @@ def test_every_method_on_messages(attributor: Attributor) -> None:
     fast = attributor.attribute_messages(messages, ANSWER, documents, method="fast")
     assert fast.top(1)[0].text == "It was completed in 1742."
     auto = attributor.attribute_messages(messages, ANSWER, documents)
-    assert (auto.method, auto.settings.budget) == ("hierarchical", "balanced")
+    assert (auto.method, auto.settings.budget) == (BUDGETS["balanced"]["method"], "balanced")
     with_target = Attributor(target=embedded_model_dir())
     pruned = with_target.attribute_messages(messages, ANSWER, documents, method="pruned", keep_sentences=2)
     best_two = sorted(range(len(exact.sentences)), key=lambda i: exact.sentences[i].score, reverse=True)[:2]

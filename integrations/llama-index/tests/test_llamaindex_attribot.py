@@ -39,7 +39,7 @@ from llama_index.postprocessor.attribot import (
 )
 from llama_index.postprocessor.attribot.hook import REGISTRY
 
-from attribot_rag import METHODS, AttributionResult
+from attribot_rag import BUDGETS, METHODS, AttributionResult
 from attribot_rag.options import CitationOptions
 
 QUESTION = "When was the Eiffel Tower completed?"
@@ -365,7 +365,8 @@ def test_concurrent_async_queries_do_not_mix(index, postprocessor):
 
 
 @pytest.mark.parametrize(
-    ("settings", "method"), [({"method": "fast"}, "fast"), ({"budget": "faithful"}, "exact"), ({}, "hierarchical")]
+    ("settings", "method"),
+    [({"method": "fast"}, "fast"), ({"budget": "faithful"}, "exact"), ({}, BUDGETS["balanced"]["method"])],
 )
 def test_every_core_method_and_budget_is_accepted(index, attributor, settings, method):
     postprocessor = AttriBoTPostprocessor(attributor=attributor, **settings)
