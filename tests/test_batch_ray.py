@@ -14,7 +14,7 @@ import ray
 import torch
 from test_batch import IDS, RECORDS, write_jsonl
 
-from attribot_rag import Attributor
+from attribot_rag import BUDGETS, Attributor
 from attribot_rag import ray as ray_engine
 from attribot_rag.batch import attribute_records
 from attribot_rag.cli import main
@@ -100,7 +100,8 @@ def test_actor_takes_rows_of_fields_and_keeps_other_columns() -> None:
     out = AttributorActor(dtype="float32")(pa.Table.from_pylist(rows)).to_pylist()
     assert [row["gold"] for row in out] == ["Paris", "H2O", "Mars"]
     assert (
-        json.loads(out[0]["result"])["method"] == "exact" and json.loads(out[1]["result"])["method"] == "hierarchical"
+        json.loads(out[0]["result"])["method"] == "exact"
+        and json.loads(out[1]["result"])["method"] == BUDGETS["balanced"]["method"]
     )
     assert out[0]["error"] is None and out[2]["result"] is None and "documents" in out[2]["error"]
 

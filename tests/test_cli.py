@@ -44,7 +44,7 @@ def test_attribute_prints_the_table_and_which_method_auto_chose(tmp_path: Path, 
     assert "   1 " in out and "It was completed in 1742.[1]" in out
     assert err == "", "no progress bars or notes off a terminal"
     assert main(["attribute", "--input", str(tmp_path / "q.json"), "--budget", "fast"]) == 0
-    assert "method: fast, chosen by auto for budget fast\n" in capsys.readouterr().out
+    assert "method: fast, chosen by auto for budget fast (rescore=0)\n" in capsys.readouterr().out
 
 
 @pytest.mark.model

@@ -19,7 +19,8 @@ def table(result: AttributionResult, top: int) -> str:
     """The top sentences, one line each."""
     lines = [f"{'rank':>4}  {'score':>8}  {'document':<24}  sentence"]
     for rank, span in enumerate(result.top(top), start=1):
-        lines.append(f"{rank:>4}  {span.score:>8.3f}  {span.doc_id[:24]:<24}  {span.text}")
+        text = f"[title] {span.text}" if span.part == "title" else span.text
+        lines.append(f"{rank:>4}  {span.score:>8.3f}  {span.doc_id[:24]:<24}  {text}")
     return "\n".join(lines)
 
 
