@@ -132,9 +132,9 @@ def test_injected_control_tokens_are_scored_as_text_and_exact_still_equals_naive
     documents = [DOCUMENTS[0] + " " + injected, DOCUMENTS[1]]
     scored, loo = [], Scorer.loo
 
-    def watch(self, prompt, answer, ablations):  # the real scorer, watched: which ids it is given
+    def watch(self, prompt, answer, ablations, known=None):  # the real scorer, watched: which ids it is given
         scored.append((prompt, answer, ablations))
-        return loo(self, prompt, answer, ablations)
+        return loo(self, prompt, answer, ablations, known)
 
     monkeypatch.setattr(Scorer, "loo", watch)
     exact = attributor.attribute(QUESTION + injected, documents, ANSWER + injected, method="exact")
