@@ -103,6 +103,7 @@ USER_ERRORS = {
     ),
     "pruned without target": (REQUEST, ["--method", "pruned"], "method pruned needs --target"),
     "keep_documents 0": (REQUEST, ["--keep-documents", "0"], "keep_documents and keep_sentences must be at least 1"),
+    "rescore -1": (REQUEST, ["--rescore", "-1"], "rescore must be at least 0"),
     "model path missing": (
         REQUEST,
         ["--model", "/nonexistent/model"],

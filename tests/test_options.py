@@ -47,6 +47,7 @@ def test_auto_method_options_come_from_the_budget() -> None:
         ("truncate", "sentences", "unknown truncate"),
         ("keep_documents", 0, "at least 1"),
         ("keep_sentences", -2, "at least 1"),
+        ("rescore", -1, "rescore must be at least 0"),
         ("colour", "red", "Extra inputs are not permitted"),
     ],
 )
