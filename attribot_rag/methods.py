@@ -158,14 +158,48 @@ def fast(problem: Problem, rescore: int = 0) -> Drops:
     return drops
 
 
-def hierarchical(problem: Problem, keep_documents: int, doc_method: str = "exact") -> Drops:
+def similar_documents(problem: Problem, k: int) -> list[int]:
+    """The ``k`` documents BM25 (``bm25s``, English stop words) ranks highest for the answer and
+    the user text around the documents (the question): a lexical second opinion on which
+    documents matter, blind to what the model read but strong at recalling supporting context."""
+    if k == 0:
+        return []
+    try:
+        import bm25s
+    except ImportError as error:
+        raise ImportError("keep_similar needs bm25s: pip install 'attribot-rag[similarity]'") from error
+    rendered = problem.rendered
+    answer = problem.tokenizer.decode(problem.answer.ids)  # type: ignore[attr-defined]
+    query = f"{_text_around_documents(rendered)} {answer}"
+    corpus = [f"{document.title or ''} {document.text}" for document in rendered.documents]
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False)
+    tokens = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]
+    values = retriever.get_scores(tokens) if tokens else [0.0] * len(corpus)
+    return heapq.nlargest(k, range(len(corpus)), key=lambda i: (float(values[i]), -i))
+
+
+def _text_around_documents(rendered: RenderedPrompt) -> str:
+    """The user's text in the prompt (its literal spans) without the documents: the question,
+    or in a chat the messages around the retrieved context."""
+    pieces = []
+    for start, end in rendered.literal_spans:
+        inside = [
+            (max(a, start) - start, min(b, end) - start) for a, b in rendered.document_spans if a < end and start < b
+        ]
+        pieces.append(cut(rendered.text[start:end], inside))
+    return " ".join(pieces)
+
+
+def hierarchical(problem: Problem, keep_documents: int, doc_method: str = "exact", keep_similar: int = 0) -> Drops:
     """Document LOO (exact, or the frozen-context estimate with ``doc_method="fast"``), then
-    exact sentence LOO inside the top ``keep_documents`` documents only, on the prompt pruned
-    to those documents."""
+    exact sentence LOO inside the top ``keep_documents`` documents, and the top ``keep_similar``
+    by BM25 (``similar_documents``), on the prompt pruned to those documents. Similarity only
+    picks which sentences get scored; every score stays LOO."""
     rendered = problem.rendered
     full, doc_drops = (_frozen if doc_method == "fast" else _loo)(problem, rendered.document_spans)
     documents = dict(enumerate(doc_drops))
-    kept = set(_top(documents, keep_documents))
+    kept = set(_top(documents, keep_documents)) | set(similar_documents(problem, keep_similar))
     removed = [span for i, span in enumerate(rendered.document_spans) if i not in kept]
     sentence_ids = [i for i, s in enumerate(rendered.sentences) if s.doc_index in kept]
     _, sent_drops = _loo(problem, [rendered.sentence_spans[i] for i in sentence_ids], removed)
@@ -189,10 +223,12 @@ def _every_span_forwards(problem: Problem, **_: object) -> int:
     return 1 + len(problem.rendered.document_spans) + len(problem.rendered.sentence_spans)
 
 
-def _hierarchical_forwards(problem: Problem, keep_documents: int, **_: object) -> int:
-    """Documents, then at most the sentences of the ``keep_documents`` longest documents."""
+def _hierarchical_forwards(problem: Problem, keep_documents: int, keep_similar: int = 0, **_: object) -> int:
+    """Documents, then at most the sentences of the ``keep_documents + keep_similar`` longest
+    documents."""
     per_document = Counter(sentence.doc_index for sentence in problem.rendered.sentences)
-    return 2 + len(problem.rendered.document_spans) + sum(heapq.nlargest(keep_documents, per_document.values()))
+    kept = keep_documents + keep_similar
+    return 2 + len(problem.rendered.document_spans) + sum(heapq.nlargest(kept, per_document.values()))
 
 
 def _fast_forwards(problem: Problem, rescore: int = 0) -> int:
@@ -227,8 +263,8 @@ METHODS: dict[str, MethodSpec] = {
     "exact": MethodSpec(exact, "the same scores, prefix-cached"),
     "hierarchical": MethodSpec(
         hierarchical,
-        "documents, then sentences of the top keep_documents",
-        ("keep_documents", "doc_method"),
+        "documents, then sentences of the top keep_documents (and the keep_similar most BM25-similar)",
+        ("keep_documents", "doc_method", "keep_similar"),
         forwards=_hierarchical_forwards,
     ),
     "pruned": MethodSpec(

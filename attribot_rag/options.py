@@ -39,6 +39,9 @@ class AttributionOptions(BaseModel):
     keep_documents: int = Field(2, ge=1, description="hierarchical: documents kept for the sentence pass")
     keep_sentences: int = Field(5, ge=1, description="pruned: sentences the target rescores")
     doc_method: Literal["exact", "fast"] = Field("exact", description="hierarchical: the document pass")
+    keep_similar: int = Field(
+        0, ge=0, description="hierarchical: documents BM25 ranks highest also kept (needs the similarity extra)"
+    )
     rescore: int = Field(
         0, ge=0, description="fast: its top sentences that get their exact LOO instead of the estimate"
     )
@@ -66,8 +69,9 @@ class AttributionOptions(BaseModel):
             for name in ("keep_documents", "keep_sentences"):
                 if isinstance(data.get(name), int) and data[name] < 1:
                     raise ValueError("keep_documents and keep_sentences must be at least 1")
-            if isinstance(data.get("rescore"), int) and data["rescore"] < 0:
-                raise ValueError("rescore must be at least 0")
+            for name in ("rescore", "keep_similar"):
+                if isinstance(data.get(name), int) and data[name] < 0:
+                    raise ValueError(f"{name} must be at least 0")
         return data
 
     def resolved(self) -> AttributionOptions:
@@ -108,6 +112,7 @@ class KeywordForms:
         keep_documents: int = 2,
         keep_sentences: int = 5,
         doc_method: Literal["exact", "fast"] = "exact",
+        keep_similar: int = 0,
         rescore: int = 0,
         truncate: Literal["error", "documents"] = "error",
         budget: Budget = "balanced",
@@ -116,7 +121,8 @@ class KeywordForms:
         """Score every document and sentence by how much the answer's log-probability drops
         without it. ``method="auto"`` (the default) runs what ``budget`` maps to (``BUDGETS``);
         ``hierarchical`` scores sentences of the top ``keep_documents`` only (its document pass
-        exact, or frozen-context with ``doc_method="fast"``); ``pruned`` needs a ``target``;
+        exact, or frozen-context with ``doc_method="fast"``), and of the ``keep_similar``
+        documents BM25 ranks highest; ``pruned`` needs a ``target``;
         ``fast`` is the frozen-context estimate, its top ``rescore`` sentences rescored with
         exact LOO. A prompt longer than the model's
         window is an error, or with ``truncate="documents"`` loses its last-retrieved documents
@@ -128,6 +134,7 @@ class KeywordForms:
             keep_documents=keep_documents,
             keep_sentences=keep_sentences,
             doc_method=doc_method,
+            keep_similar=keep_similar,
             rescore=rescore,
             truncate=truncate,
             max_forwards=max_forwards,
@@ -144,6 +151,7 @@ class KeywordForms:
         keep_documents: int = 2,
         keep_sentences: int = 5,
         doc_method: Literal["exact", "fast"] = "exact",
+        keep_similar: int = 0,
         rescore: int = 0,
         truncate: Literal["error", "documents"] = "error",
         budget: Budget = "balanced",
@@ -160,6 +168,7 @@ class KeywordForms:
             keep_documents=keep_documents,
             keep_sentences=keep_sentences,
             doc_method=doc_method,
+            keep_similar=keep_similar,
             rescore=rescore,
             truncate=truncate,
             max_forwards=max_forwards,

@@ -104,6 +104,7 @@ USER_ERRORS = {
     "pruned without target": (REQUEST, ["--method", "pruned"], "method pruned needs --target"),
     "keep_documents 0": (REQUEST, ["--keep-documents", "0"], "keep_documents and keep_sentences must be at least 1"),
     "rescore -1": (REQUEST, ["--rescore", "-1"], "rescore must be at least 0"),
+    "keep_similar -1": (REQUEST, ["--keep-similar", "-1"], "keep_similar must be at least 0"),
     "model path missing": (
         REQUEST,
         ["--model", "/nonexistent/model"],
@@ -154,6 +155,15 @@ def test_a_runtime_failure_is_one_line_with_exit_code_1(tmp_path: Path, capsys) 
     assert err.count("\n") == 1 and err.startswith(
         "attribot-rag attribute: error: cannot load attribot-tests/no-such-model: "
     ), err
+
+
+@pytest.mark.model
+def test_an_option_whose_extra_is_missing_is_one_line_with_exit_code_1(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "bm25s", None)  # as if the similarity extra were not installed
+    request = _write(tmp_path / "q.json", REQUEST)
+    assert main(["attribute", "--input", request, "--method", "hierarchical", "--keep-similar", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err == "attribot-rag attribute: error: keep_similar needs bm25s: pip install 'attribot-rag[similarity]'\n"
 
 
 def test_help_is_fast_and_imports_no_torch() -> None:

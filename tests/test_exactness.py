@@ -144,14 +144,12 @@ def test_batched_equals_one_at_a_time(attributor: Attributor) -> None:
         assert _scores(many, level) == pytest.approx(_scores(one, level), abs=TOLERANCE)
 
 
-def test_hierarchical_scores_sentences_on_the_prompt_pruned_to_the_kept_documents(attributor: Attributor) -> None:
-    question, documents, answer = LAYOUTS["three documents"]
-    result = attributor.attribute(question, documents, answer, method="hierarchical", keep_documents=2)
-    _check_offsets(result)
-    doc_scores = reference_scores(attributor, result.prompt, answer, _spans(result, "documents"))
-    assert _scores(result, "documents") == pytest.approx(doc_scores, abs=TOLERANCE)
-    kept = sorted(range(3), key=lambda i: doc_scores[i], reverse=True)[:2]
-    dropped = [_spans(result, "documents")[i] for i in range(3) if i not in kept]
+def _check_sentences_scored_on_the_pruned_prompt(
+    attributor: Attributor, result: AttributionResult, answer: str, kept: set[int]
+) -> None:
+    """Sentences of the ``kept`` documents carry their LOO on the prompt without the other
+    documents (computed here independently); all other sentences are unscored."""
+    dropped = [span for i, span in enumerate(_spans(result, "documents")) if i not in kept]
     pruned_prompt = without(result.prompt, *dropped)
     full = logprob(attributor, pruned_prompt, answer)
     for sentence in result.sentences:
@@ -164,6 +162,41 @@ def test_hierarchical_scores_sentences_on_the_prompt_pruned_to_the_kept_document
         assert pruned_prompt[start:end] == sentence.text
         expected = full - logprob(attributor, without(pruned_prompt, (start, end)), answer)
         assert sentence.score == pytest.approx(expected, abs=TOLERANCE), sentence.text
+
+
+def test_hierarchical_scores_sentences_on_the_prompt_pruned_to_the_kept_documents(attributor: Attributor) -> None:
+    question, documents, answer = LAYOUTS["three documents"]
+    result = attributor.attribute(question, documents, answer, method="hierarchical", keep_documents=2)
+    _check_offsets(result)
+    doc_scores = reference_scores(attributor, result.prompt, answer, _spans(result, "documents"))
+    assert _scores(result, "documents") == pytest.approx(doc_scores, abs=TOLERANCE)
+    kept = set(sorted(range(3), key=lambda i: doc_scores[i], reverse=True)[:2])
+    _check_sentences_scored_on_the_pruned_prompt(attributor, result, answer, kept)
+
+
+def test_keep_similar_also_scores_the_documents_bm25_ranks_highest(attributor: Attributor) -> None:
+    """A document that repeats the question's words but does not help the answer: its LOO is
+    the lowest, so LOO alone never keeps it; BM25 ranks it first, and ``keep_similar`` has its
+    sentences scored, with LOO on the pruned prompt like the rest."""
+    ids = [*(d.id for d in BUDGET_DOCUMENTS[:3]), "echo"]
+    echo = Document(
+        text="Tourists ask when the Veltrana Bridge was completed. Guides answer every question about the Veltrana Bridge.",
+        id="echo",
+    )
+    documents = [*BUDGET_DOCUMENTS[:3], echo]
+
+    def scored(result: AttributionResult) -> set[str]:
+        return {ids[s.doc_index] for s in result.sentences if s.score is not None}
+
+    loo_only = attributor.attribute(BUDGET_QUESTION, documents, BUDGET_ANSWER, method="hierarchical", keep_documents=2)
+    assert min(loo_only.documents, key=lambda d: d.score).doc_id == "echo"
+    assert scored(loo_only) == {"bridge", "harrow"}
+    union = attributor.attribute(
+        BUDGET_QUESTION, documents, BUDGET_ANSWER, method="hierarchical", keep_documents=1, keep_similar=1
+    )
+    assert scored(union) == {"bridge", "echo"}
+    _check_sentences_scored_on_the_pruned_prompt(attributor, union, BUDGET_ANSWER, {0, 3})
+    assert union.settings is not None and union.settings.options["keep_similar"] == 1
 
 
 def test_pruned_reports_the_targets_scores_on_the_pruned_context(attributor: Attributor) -> None:

@@ -25,8 +25,8 @@ def test_auto_resolves_to_its_budget_and_explicit_methods_stay(budget: str) -> N
 
 @pytest.mark.parametrize("method", METHODS)
 def test_method_options_are_those_the_method_takes(method: str) -> None:
-    options = AttributionOptions(method=method, keep_documents=4, keep_sentences=7, doc_method="fast", rescore=2)
-    expected = {"keep_documents": 4, "keep_sentences": 7, "doc_method": "fast", "rescore": 2}
+    expected = {"keep_documents": 4, "keep_sentences": 7, "doc_method": "fast", "rescore": 2, "keep_similar": 1}
+    options = AttributionOptions(method=method, **expected)
     assert options.method_options() == {name: expected[name] for name in METHODS[method].options}
 
 
@@ -48,6 +48,7 @@ def test_auto_method_options_come_from_the_budget() -> None:
         ("keep_documents", 0, "at least 1"),
         ("keep_sentences", -2, "at least 1"),
         ("rescore", -1, "rescore must be at least 0"),
+        ("keep_similar", -1, "keep_similar must be at least 0"),
         ("colour", "red", "Extra inputs are not permitted"),
     ],
 )

@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         except (ValueError, TypeError) as error:  # the core's refusal of bad input
             return _fail(name, error, 2)
+        except ImportError as error:  # an option's extra not installed ("keep_similar needs bm25s: ...")
+            return _fail(name, error, 1)
         except OSError as error:  # files, the model cache, a model that cannot be found
             return _fail(name, error, 1)
         except RuntimeError as error:

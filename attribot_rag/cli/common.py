@@ -43,6 +43,16 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-documents", type=int, default=2, help="hierarchical: documents kept for the sentence pass"
     )
+    parser.add_argument(
+        "--doc-method", choices=["exact", "fast"], default="exact", help="hierarchical: the document pass"
+    )
+    parser.add_argument(
+        "--keep-similar",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hierarchical: also keep the N documents BM25 ranks highest (needs the similarity extra)",
+    )
     parser.add_argument("--keep-sentences", type=int, default=5, help="pruned: sentences the target rescores")
     parser.add_argument(
         "--rescore", type=int, default=0, metavar="N", help="fast: its top N sentences get their exact LOO"
@@ -62,6 +72,8 @@ def options_from(args: argparse.Namespace) -> AttributionOptions:
             method=args.method or "auto",
             budget=args.budget or "balanced",
             keep_documents=args.keep_documents,
+            doc_method=args.doc_method,
+            keep_similar=args.keep_similar,
             keep_sentences=args.keep_sentences,
             rescore=args.rescore,
             max_forwards=args.max_forwards,
