@@ -127,17 +127,23 @@ def gold_metrics(
     estimate: Scores, gold: Iterable[int], span_documents: Sequence[int], gold_documents: Iterable[int]
 ) -> dict[str, float | None]:
     """Agreement with human-marked supporting spans: whether the top span is gold (top-1
-    precision), recall of the gold spans in the top k (k = their number) and in the top 3, and
-    whether the top span lies in a gold document. ``None`` each when there is no gold."""
+    precision), recall of the gold spans in the top k (k = their number) and in the top 3,
+    whether the top span lies in a gold document, and the share of gold documents with any
+    span scored (below 1 where a document pass dropped one). ``None`` each when there is no
+    gold."""
     gold, gold_documents = set(gold), set(gold_documents)
     if not gold or not estimate:
-        return {"gold_top1": None, "gold_recall": None, "gold_recall3": None, "top_in_gold_document": None}
+        return dict.fromkeys(
+            ["gold_top1", "gold_recall", "gold_recall3", "top_in_gold_document", "gold_documents_scored"]
+        )
     first = ranking(estimate)[0]
+    scored = {span_documents[i] for i, score in enumerate(estimate) if score is not None}
     return {
         "gold_top1": float(first in gold),
         "gold_recall": gold_recall(estimate, gold),
         "gold_recall3": len(set(top_k(estimate, 3)) & gold) / len(gold),
         "top_in_gold_document": float(span_documents[first] in gold_documents),
+        "gold_documents_scored": len(scored & gold_documents) / len(gold_documents) if gold_documents else None,
     }
 
 

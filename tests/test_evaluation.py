@@ -89,7 +89,16 @@ def test_significant_recall_counts_spans_above_the_threshold():
 def test_gold_metrics_and_auroc():
     # spans 0-1 in document 0, span 2 in document 1; gold: span 1 (document 0)
     metrics = ev.gold_metrics([0.5, 0.2, 0.9], gold=[1], span_documents=[0, 0, 1], gold_documents=[0])
-    assert metrics == {"gold_top1": 0.0, "gold_recall": 0.0, "gold_recall3": 1.0, "top_in_gold_document": 0.0}
+    assert metrics == {
+        "gold_top1": 0.0,
+        "gold_recall": 0.0,
+        "gold_recall3": 1.0,
+        "top_in_gold_document": 0.0,
+        "gold_documents_scored": 1.0,
+    }
+    # a document pass that dropped the gold document 0: none of its spans scored
+    dropped = ev.gold_metrics([None, None, 0.9], gold=[1], span_documents=[0, 0, 1], gold_documents=[0, 1])
+    assert dropped["gold_documents_scored"] == 0.5 and dropped["gold_top1"] == 0.0
     assert ev.gold_metrics([0.5, 0.2, 0.9], gold=[], span_documents=[0, 0, 1], gold_documents=[])["gold_top1"] is None
     assert ev.auroc([3.0, 2.0], [1.0, 0.0]) == 1.0
     assert ev.auroc([1.0], [1.0]) == 0.5
