@@ -4,16 +4,27 @@ in float32."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from attribot_rag import Attributor, Document, LoadedModel, models
 
+
+def _bf16_on_amx() -> bool:
+    """Whether oneDNN runs bf16 matmuls on AMX tiles here (Intel Sapphire Rapids and later,
+    unless ``ONEDNN_MAX_CPU_ISA`` caps it below AMX)."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()) and (isa == "ALL" or "AMX" in isa)
+
+
 # Largest |exact - naive| and |batched - one at a time| seen on these layouts, times ~3:
-# float32 4e-6 nats (same float32 head on both paths); bfloat16 6e-3 (the body's rounding
-# differs between a full forward and a cached suffix). bfloat16 against float32 is another
-# matter: up to 0.86 nats on 4-document HotpotQA questions (benchmarks/results/speed_4docs.md).
-TOLERANCE = {torch.float32: 2e-3, torch.bfloat16: 2e-2}
+# float32 4e-6 nats (same float32 head on both paths); bfloat16 6e-3 with AVX-512 BF16 kernels
+# and 0.22 with AMX tiles (the body's rounding differs between a full forward and a cached
+# suffix, and AMX's more with the row count). bfloat16 against float32 is another matter: up
+# to 0.86 nats on 4-document HotpotQA questions (benchmarks/results/speed_4docs.md).
+TOLERANCE = {torch.float32: 2e-3, torch.bfloat16: 0.7 if _bf16_on_amx() else 2e-2}
 
 QUESTION = "When was the Veltrana Bridge completed?"
 DOCUMENTS = [
