@@ -17,6 +17,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Literal, get_args
 
 from .prompt import RenderedPrompt, TokenizedText
+from .similarity import bm25_scores
 
 if TYPE_CHECKING:  # the registry stays importable without torch (CLI parsing, option checks)
     import torch
@@ -164,19 +165,14 @@ def similar_documents(problem: Problem, k: int) -> list[int]:
     documents matter, blind to what the model read but strong at recalling supporting context."""
     if k == 0:
         return []
-    try:
-        import bm25s
-    except ImportError as error:
-        raise ImportError("keep_similar needs bm25s: pip install 'attribot-rag[similarity]'") from error
     rendered = problem.rendered
     answer = problem.tokenizer.decode(problem.answer.ids)  # type: ignore[attr-defined]
-    query = f"{_text_around_documents(rendered)} {answer}"
     corpus = [f"{document.title or ''} {document.text}" for document in rendered.documents]
-    retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False)
-    tokens = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]
-    values = retriever.get_scores(tokens) if tokens else [0.0] * len(corpus)
-    return heapq.nlargest(k, range(len(corpus)), key=lambda i: (float(values[i]), -i))
+    try:
+        values = bm25_scores(f"{_text_around_documents(rendered)} {answer}", corpus)
+    except ImportError as error:
+        raise ImportError("keep_similar needs bm25s: pip install 'attribot-rag[similarity]'") from error
+    return heapq.nlargest(k, range(len(corpus)), key=lambda i: (values[i], -i))
 
 
 def _text_around_documents(rendered: RenderedPrompt) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 
+from attribot_rag.similarity import bm25_scores
+
 Baseline = Callable[[str, str, list[str]], list[float]]
 
 
@@ -28,13 +30,8 @@ def minilm(question: str, answer: str, sentences: list[str]) -> list[float]:
 
 def bm25(question: str, answer: str, sentences: list[str]) -> list[float]:
     """BM25 (``bm25s``, English stop words) of question + answer against the sentences as a
-    corpus of their own."""
-    import bm25s
-
-    retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(sentences, stopwords="en", show_progress=False), show_progress=False)
-    query = bm25s.tokenize([f"{question} {answer}"], stopwords="en", return_ids=False, show_progress=False)[0]
-    return [float(v) for v in retriever.get_scores(query)]
+    corpus of their own: the core's ``bm25_scores``, which ``keep_similar`` uses too."""
+    return bm25_scores(f"{question} {answer}", sentences)
 
 
 BASELINES: dict[str, Baseline] = {"minilm": minilm, "bm25": bm25}
