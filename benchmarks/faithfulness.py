@@ -14,7 +14,9 @@ the gold supporting sentences in its top-k (k = number of gold sentences; questi
 gold skipped), the same at document level where the method scores documents, and the
 speed-up (exact time / method time, per question, then median). Results go to
 ``--out``/faithfulness_<dataset>.{json,md,png}; the JSON is rewritten after every question,
-so an interrupted run keeps what it measured.
+so an interrupted run keeps what it measured, and ``--resume`` goes on from it: questions
+already measured under the same settings are kept, the rest are run (a larger ``--n`` or
+``--reference-n`` extends a finished run the same way).
 
 ContextCite (``context-cite`` on PyPI) runs through its own code (its random masks, its own
 uncached forwards, its LASSO surrogate), driven with our model, our exact prompt and our
@@ -682,6 +684,36 @@ def reevaluate(path: Path) -> None:
     write(payload["questions"], meta, path.parent, path.stem.removeprefix("faithfulness_"), payload["finished"])
 
 
+# what must match for a saved run's questions to stand beside new ones (``--n`` and
+# ``--reference-n`` may grow: a question is kept only if it had the reference it needs now)
+RESUME_KEYS = (
+    "dataset",
+    "setting",
+    "answer",
+    "data",
+    "methods",
+    "contextcite_ablations",
+    "contextcite_n",
+    "second_model",
+    "second_n",
+    "max_new_tokens",
+    "model",
+)
+
+
+def saved_rows(path: Path, meta: dict) -> tuple[dict[str, dict], dict]:
+    """The questions of an earlier run written to ``path``, by id, and its metadata; nothing
+    if there is none. Refuses a run measured under other settings, whose rows would not
+    compare with the new ones."""
+    if not path.exists():
+        return {}, {}
+    payload = json.loads(path.read_text())
+    differ = [key for key in RESUME_KEYS if payload.get(key) != meta[key]]
+    if differ:
+        sys.exit(f"--resume: {path} was run with other settings ({', '.join(differ)}); use another --out")
+    return {row["id"]: row for row in payload["questions"]}, payload
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(FILES), default="squad2")
@@ -732,6 +764,11 @@ def main() -> None:
     parser.add_argument(
         "--reevaluate", type=Path, metavar="JSON", help="recompute the metrics and reports of a saved run, and stop"
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the questions an earlier run with the same settings wrote to --out, and run the rest",
+    )
     args = parser.parse_args()
     if args.reevaluate:
         reevaluate(args.reevaluate)
@@ -772,7 +809,10 @@ def main() -> None:
     name = "_".join([args.dataset, *([args.setting] if args.setting != "full" else []), f"{args.answer}-answer"])
     meta = {
         "_start": start,
-        "command": " ".join([".venv/bin/python", "benchmarks/faithfulness.py", *sys.argv[1:]]),
+        # a resumed run's results are those of the same command run without a break
+        "command": " ".join(
+            [".venv/bin/python", "benchmarks/faithfulness.py", *(a for a in sys.argv[1:] if a != "--resume")]
+        ),
         "dataset": args.dataset,
         "setting": args.setting,
         "answer": args.answer,
@@ -789,6 +829,11 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), torch {torch.__version__}, {torch.get_num_threads()} threads",
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    saved, previous = saved_rows(args.out / f"faithfulness_{name}.json", meta) if args.resume else ({}, {})
+    if previous:
+        meta["_start"] = start - previous["wall_seconds"]  # wall time of all parts, without the breaks
+        meta["resumed"] = [*previous.get("resumed", []), meta["started"]]
+        meta["started"] = previous["started"]
     warm_up(att, second, "contextcite" in args.methods and args.contextcite_n > 0)
     meta["load_and_warm_up_seconds"] = time.perf_counter() - start
     rows = []
@@ -796,6 +841,11 @@ def main() -> None:
         print(f"[{i + 1}/{len(items)}] {item['id']}: {item['question']}", flush=True)
         use_second = second if second is not None and (args.second_n is None or i < args.second_n) else None
         with_reference = args.reference_n is None or i < args.reference_n
+        row = saved.get(item["id"])
+        if row is not None and ("skipped" in row or row.get("reference", True) == with_reference):
+            print("  kept from the earlier run", flush=True)
+            rows.append(row)
+            continue
         rows.append(
             run_question(item, att, args, args.methods, with_reference, i < args.contextcite_n, use_second, BASELINES)
         )
