@@ -368,6 +368,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def invalid_input(_: Request, error: Exception) -> JSONResponse:
         return ServiceError(422, "invalid_input", str(error)).response()
 
+    @app.exception_handler(ImportError)
+    async def not_installed(_: Request, error: ImportError) -> JSONResponse:
+        # an option whose extra this server lacks: "keep_similar needs bm25s: pip install ..."
+        return ServiceError(501, "not_installed", str(error)).response()
+
     @app.exception_handler(Exception)
     async def internal(_: Request, error: Exception) -> JSONResponse:  # Starlette logs the traceback
         return ServiceError(500, "internal_error", f"{type(error).__name__}; the server log has the details").response()

@@ -285,6 +285,23 @@ def test_queue_bound_503_and_timeout_504():
         assert post(server, QUICK, key=None).status_code in (200, 504)
 
 
+@pytest.mark.model
+def test_an_option_whose_extra_the_server_lacks_is_a_501_that_says_what_to_install(tmp_path):
+    """``keep_similar`` needs bm25s: on a server without it (here a ``bm25s`` that fails to
+    import, first on the path) the request is refused with the install line, no traceback,
+    and the server goes on serving."""
+    (tmp_path / "bm25s").mkdir()
+    (tmp_path / "bm25s" / "__init__.py").write_text("raise ImportError(\"No module named 'bm25s'\")\n")
+    with ServiceProcess(env={"PYTHONPATH": str(tmp_path)}) as server:
+        body = dict(QUICK, options={"method": "hierarchical", "keep_documents": 1, "keep_similar": 1})
+        response = post(server, body, key=None)
+        assert response.status_code == 501, response.text
+        assert response.json()["error"] == "not_installed"
+        assert "pip install 'attribot-rag[similarity]'" in response.json()["detail"]
+        assert "Traceback" not in response.text
+        assert post(server, QUICK, key=None).status_code == 200
+
+
 def test_remote_errors_are_clear():
     with (
         RemoteAttributor(f"http://127.0.0.1:{free_port()}", timeout=5) as remote,
