@@ -4,9 +4,10 @@ batch jobs and the service: one pydantic model, so every entry point validates t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import Unpack
 
 from .methods import METHODS, MethodName
 
@@ -100,26 +101,27 @@ class CitationOptions(AttributionOptions):
         return AttributionOptions(**self.model_dump(include=set(AttributionOptions.model_fields)))
 
 
+class OptionKeywords(TypedDict, total=False):
+    """``AttributionOptions`` as keyword arguments (meanings and defaults there), so that
+    editors and type checkers know the keywords of ``attribute`` and ``attribute_messages``."""
+
+    method: Method
+    budget: Budget
+    keep_documents: int
+    keep_sentences: int
+    doc_method: Literal["exact", "fast"]
+    keep_similar: int
+    rescore: int
+    truncate: Literal["error", "documents"]
+    max_forwards: int | None
+
+
 class KeywordForms:
     """``attribute`` and ``attribute_messages`` with keyword options, over the subclass's
     ``attribute_with`` and ``attribute_messages_with``: one signature for the local
     ``Attributor`` and the service's ``RemoteAttributor``."""
 
-    def attribute(
-        self,
-        question: str,
-        documents: Sequence[Any],
-        answer: str,
-        method: Method = "auto",
-        keep_documents: int = 2,
-        keep_sentences: int = 5,
-        doc_method: Literal["exact", "fast"] = "exact",
-        keep_similar: int = 0,
-        rescore: int = 0,
-        truncate: Literal["error", "documents"] = "error",
-        budget: Budget = "balanced",
-        max_forwards: int | None = None,
-    ) -> Any:
+    def attribute(self, question: str, documents: Sequence[Any], answer: str, **options: Unpack[OptionKeywords]) -> Any:
         """Score every document and sentence by how much the answer's log-probability drops
         without it. ``method="auto"`` (the default) runs what ``budget`` maps to (``BUDGETS``);
         ``hierarchical`` scores sentences of the top ``keep_documents`` only (its document pass
@@ -129,50 +131,16 @@ class KeywordForms:
         exact LOO. A prompt longer than the model's
         window is an error, or with ``truncate="documents"`` loses its last-retrieved documents
         (listed in ``dropped_documents``). An attribution that plans more than
-        ``max_forwards`` forward passes is refused before it starts."""
-        options = AttributionOptions(
-            method=method,
-            budget=budget,
-            keep_documents=keep_documents,
-            keep_sentences=keep_sentences,
-            doc_method=doc_method,
-            keep_similar=keep_similar,
-            rescore=rescore,
-            truncate=truncate,
-            max_forwards=max_forwards,
-        )
-        return self.attribute_with(question, documents, answer, options)  # type: ignore[attr-defined]
+        ``max_forwards`` forward passes is refused before it starts. The keywords and their
+        defaults are ``AttributionOptions``'s."""
+        return self.attribute_with(question, documents, answer, AttributionOptions(**options))  # type: ignore[attr-defined]
 
     def attribute_messages(
-        self,
-        messages: Any,
-        answer: str,
-        documents: Sequence[Any],
-        *,
-        method: Method = "auto",
-        keep_documents: int = 2,
-        keep_sentences: int = 5,
-        doc_method: Literal["exact", "fast"] = "exact",
-        keep_similar: int = 0,
-        rescore: int = 0,
-        truncate: Literal["error", "documents"] = "error",
-        budget: Budget = "balanced",
-        max_forwards: int | None = None,
+        self, messages: Any, answer: str, documents: Sequence[Any], **options: Unpack[OptionKeywords]
     ) -> Any:
         """Attribute ``answer`` to the documents inside the prompt the LLM read: ``messages``,
         chat messages (``{"role", "content"}`` dicts) or a completion string. Each document is
         located verbatim in the message contents; located documents and their sentences are
         scored, everything else is context never ablated; documents not in the prompt are
         listed in ``result.unseen_documents``. Options as for ``attribute``."""
-        options = AttributionOptions(
-            method=method,
-            budget=budget,
-            keep_documents=keep_documents,
-            keep_sentences=keep_sentences,
-            doc_method=doc_method,
-            keep_similar=keep_similar,
-            rescore=rescore,
-            truncate=truncate,
-            max_forwards=max_forwards,
-        )
-        return self.attribute_messages_with(messages, answer, documents, options)  # type: ignore[attr-defined]
+        return self.attribute_messages_with(messages, answer, documents, AttributionOptions(**options))  # type: ignore[attr-defined]

@@ -16,7 +16,10 @@ the JSON to be checked by hand). SQuAD 2.0: answerable questions with their gold
 Signals: the context gain (log p(answer | documents) - log p(answer | no documents), one
 extra forward, ``AttributionResult.context_gain``), the top document and top sentence score
 of each method, MiniLM cosine and BM25 of the answer against each sentence (maximum), and
-whether the answer string occurs verbatim in the context. AUROCs come with 95% bootstrap
+whether the answer string occurs verbatim in the context. Answers of several sentences
+(``--answer model``) are also judged claim by claim: each sentence of the answer keeps the
+answer's label, with its own top LOO score (on its own tokens) and its own similarity
+signals. AUROCs come with 95% bootstrap
 intervals over questions; results go to ``--out``/groundedness_<dataset>_<answer>.{json,md}
 after every question.
 """
@@ -101,10 +104,22 @@ def pairs(
     return cases
 
 
+def similarity(text: str, sentences: list[str], context: str) -> dict[str, float]:
+    """The signals that need no attribution: how close ``text`` comes to any sentence."""
+    return {
+        "MiniLM (answer vs sentence, max)": max(minilm("", text, sentences)),
+        "BM25 (answer vs sentence, max)": max(bm25("", text, sentences)),
+        "verbatim answer in context": float(text.strip().rstrip(".").lower() in context),
+    }
+
+
 def signals(
     att: Attributor, question: str, documents: list[Document], answer: str, methods: list[str]
-) -> dict[str, float]:
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """The answer's signals, and those of each of its sentences (claims) when it has several:
+    a claim's top sentence is the best LOO score on that claim's own tokens."""
     out: dict[str, float] = {}
+    claims: list[dict[str, float]] = []
     for method in methods:
         result = att.attribute(
             question,
@@ -121,15 +136,22 @@ def signals(
             (s.score for s in result.sentences if s.score is not None), default=float("nan")
         )
         out[f"{method} seconds"] = result.timings["score"]
+        if len(result.answer_sentences) > 1:
+            claims = claims or [{} for _ in result.answer_sentences]
+            for claim, answer_sentence in zip(claims, result.answer_sentences, strict=True):
+                claim[f"{method} top sentence"] = max(
+                    (s.score for s in answer_sentence.sentences if s.score is not None), default=float("nan")
+                )
     sentences = [s.text for s in result.sentences]
-    out["MiniLM (answer vs sentence, max)"] = max(minilm("", answer, sentences))
-    out["BM25 (answer vs sentence, max)"] = max(bm25("", answer, sentences))
     context = " ".join(d.text for d in documents).lower()
-    out["verbatim answer in context"] = float(answer.strip().rstrip(".").lower() in context)
-    return out
+    out.update(similarity(answer, sentences, context))
+    for claim, answer_sentence in zip(claims, result.answer_sentences if claims else [], strict=True):
+        claim.update(similarity(answer_sentence.text, sentences, context))
+    return out, claims
 
 
 def summarize(rows: list[dict]) -> dict[str, dict]:
+    """AUROC of each signal over ``rows`` (cases or claims: ``supported`` and ``signals``)."""
     names = [k for k in rows[0]["signals"] if not k.endswith("seconds")] if rows else []
     summary = {}
     for name in names:
@@ -154,12 +176,22 @@ def summarize(rows: list[dict]) -> dict[str, dict]:
     return dict(sorted(summary.items(), key=lambda kv: -kv[1]["auroc"]))
 
 
+def table(summary: dict[str, dict]) -> list[str]:
+    lines = ["| signal | AUROC [95% CI] | supported / unsupported |", "|---|---|---|"]
+    for signal, s in summary.items():
+        ci = f" [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]" if s["ci"] else ""
+        lines.append(f"| {signal} | {s['auroc']:.3f}{ci} | {s['supported']} / {s['unsupported']} |")
+    return lines
+
+
 def write(rows: list[dict], meta: dict, out: Path, name: str) -> None:
     summary = summarize(rows)
+    claims = [{"supported": r["supported"], "signals": c} for r in rows for c in r["claims"]]
+    claim_summary = summarize(claims)
     out.mkdir(parents=True, exist_ok=True)
     payload = {k: v for k, v in meta.items() if not k.startswith("_")}
     (out / f"groundedness_{name}.json").write_text(
-        json.dumps(dict(payload, summary=summary, cases=rows), indent=1) + "\n"
+        json.dumps(dict(payload, summary=summary, claim_summary=claim_summary, cases=rows), indent=1) + "\n"
     )
     lines = [
         f"# Groundedness: {name}",
@@ -167,12 +199,17 @@ def write(rows: list[dict], meta: dict, out: Path, name: str) -> None:
         f"Command: `{meta['command']}`  ",
         f"Cases: {len(rows)}; wall time {(time.perf_counter() - meta['_start']) / 60:.1f} min; embedded SmolLM2-135M-Instruct, 1 thread",
         "",
-        "| signal | AUROC [95% CI] | supported / unsupported |",
-        "|---|---|---|",
+        *table(summary),
     ]
-    for signal, s in summary.items():
-        ci = f" [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]" if s["ci"] else ""
-        lines.append(f"| {signal} | {s['auroc']:.3f}{ci} | {s['supported']} / {s['unsupported']} |")
+    if claim_summary:
+        lines += [
+            "",
+            f"## Per claim: the {len(claims)} sentences of answers with more than one",
+            "",
+            "Each claim keeps its answer's label; LOO scores are those on the claim's own tokens.",
+            "",
+            *table(claim_summary),
+        ]
     (out / f"groundedness_{name}.md").write_text("\n".join(lines) + "\n")
 
 
@@ -196,13 +233,15 @@ def main() -> None:
     items = load_questions(DATA_DIR / FILES[args.dataset], args.n)
     rows = []
     for i, (question, documents, answer, supported, notes) in enumerate(pairs(items, args.dataset, args.answer, att)):
+        answer_signals, claims = signals(att, question, documents, answer, args.methods)
         rows.append(
             {
                 "question": question,
                 "answer": answer,
                 "supported": supported,
                 **notes,
-                "signals": signals(att, question, documents, answer, args.methods),
+                "signals": answer_signals,
+                "claims": claims,
             }
         )
         print(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import get_type_hints
+
 import pytest
 from pydantic import ValidationError
 
 from attribot_rag import BUDGETS, METHODS, AttributionOptions
+from attribot_rag.options import OptionKeywords
 
 
 def test_defaults_are_auto_and_balanced() -> None:
@@ -62,3 +65,10 @@ def test_options_are_frozen_and_round_trip() -> None:
     with pytest.raises(ValidationError):
         options.keep_documents = 4
     assert AttributionOptions.model_validate_json(options.model_dump_json()) == options
+
+
+def test_the_keyword_form_takes_every_option_with_its_type() -> None:
+    """``attribute(**options)`` is typed by ``OptionKeywords``: it must name every field of
+    ``AttributionOptions`` with the same type, or an editor would offer a stale signature."""
+    fields = {name: field.annotation for name, field in AttributionOptions.model_fields.items()}
+    assert get_type_hints(OptionKeywords) == fields
