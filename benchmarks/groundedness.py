@@ -3,6 +3,7 @@ from unsupported ones, on pairs anyone can rerun:
 
     .venv/bin/python benchmarks/groundedness.py --dataset hotpotqa --n 40 --answer gold
     .venv/bin/python benchmarks/groundedness.py --dataset hotpotqa --n 40 --answer paraphrase
+    .venv/bin/python benchmarks/groundedness.py --dataset hotpotqa --n 40 --answer model --max-new-tokens 80
     .venv/bin/python benchmarks/groundedness.py --dataset squad2 --n 40
 
 HotpotQA: the same question and answer with the 2 gold paragraphs + 2 distractors
@@ -67,9 +68,10 @@ def distractors_only(item: dict, count: int = 4) -> dict:
 
 
 def pairs(
-    items: list[dict], dataset: str, answer_mode: str, att: Attributor
+    items: list[dict], dataset: str, answer_mode: str, att: Attributor, max_new_tokens: int = 32
 ) -> list[tuple[str, list[Document], str, bool, dict]]:
-    """(question, documents, answer, supported, notes) cases."""
+    """(question, documents, answer, supported, notes) cases; the model's answers are cut to
+    complete sentences of at most ``max_new_tokens`` tokens."""
     cases = []
     for item in items:
         if dataset == "squad2":
@@ -77,7 +79,7 @@ def pairs(
             if gold_answer(item):
                 cases.append((item["question"], documents, gold_answer(item), True, {"id": item["id"]}))
             else:
-                answer = complete_sentences(att.generate(item["question"], documents, max_new_tokens=32))
+                answer = complete_sentences(att.generate(item["question"], documents, max_new_tokens=max_new_tokens))
                 if answer:
                     cases.append(
                         (item["question"], documents, answer, False, {"id": item["id"], "answered_anyway": answer})
@@ -88,7 +90,7 @@ def pairs(
         if answer_mode == "gold":
             answer = item["answer"]
         elif answer_mode == "model":
-            answer = complete_sentences(att.generate(item["question"], supported, max_new_tokens=32))
+            answer = complete_sentences(att.generate(item["question"], supported, max_new_tokens=max_new_tokens))
         else:
             answer = complete_sentences(
                 att.chat(
@@ -219,6 +221,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=40, help="questions (HotpotQA: 2 cases each)")
     parser.add_argument("--answer", choices=["gold", "model", "paraphrase"], default="gold", help="HotpotQA only")
     parser.add_argument("--methods", nargs="+", default=["fast", "budget-balanced", "exact"])
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=32, help="the model's answers (more: answers of several sentences)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -232,7 +237,9 @@ def main() -> None:
     att = Attributor()
     items = load_questions(DATA_DIR / FILES[args.dataset], args.n)
     rows = []
-    for i, (question, documents, answer, supported, notes) in enumerate(pairs(items, args.dataset, args.answer, att)):
+    for i, (question, documents, answer, supported, notes) in enumerate(
+        pairs(items, args.dataset, args.answer, att, args.max_new_tokens)
+    ):
         answer_signals, claims = signals(att, question, documents, answer, args.methods)
         rows.append(
             {
