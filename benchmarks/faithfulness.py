@@ -685,7 +685,7 @@ def reevaluate(path: Path) -> None:
 
 
 # what must match for a saved run's questions to stand beside new ones (``--n`` and
-# ``--reference-n`` may grow: a question is kept only if it had the reference it needs now)
+# ``--reference-n`` may grow: a question is kept if it has the reference it needs now)
 RESUME_KEYS = (
     "dataset",
     "setting",
@@ -773,11 +773,14 @@ def main() -> None:
     if args.reevaluate:
         reevaluate(args.reevaluate)
         return
+    n = args.n or DEFAULT_N[args.dataset]
+    if args.reference_n is not None and args.reference_n < n and not set(args.methods) & set(OUR_METHODS):
+        # the sentences, prompt and context gain of a question come from an attribution
+        parser.error("questions without exact LOO (--reference-n < --n) need one of our methods in --methods")
     if args.threads:
         torch.set_num_threads(args.threads)
 
     start = time.perf_counter()
-    n = args.n or DEFAULT_N[args.dataset]
     path = args.data or DATA_DIR / FILES[args.dataset]
     items = load_questions(path, n)
     smol = load_model(None)
@@ -836,21 +839,22 @@ def main() -> None:
         meta["started"] = previous["started"]
     warm_up(att, second, "contextcite" in args.methods and args.contextcite_n > 0)
     meta["load_and_warm_up_seconds"] = time.perf_counter() - start
-    rows = []
+    # the earlier run's questions stay in the results until measured again, so that stopping
+    # a resumed run never loses them
+    rows: list[dict | None] = [saved.get(item["id"]) for item in items]
     for i, item in enumerate(items):
         print(f"[{i + 1}/{len(items)}] {item['id']}: {item['question']}", flush=True)
         use_second = second if second is not None and (args.second_n is None or i < args.second_n) else None
         with_reference = args.reference_n is None or i < args.reference_n
-        row = saved.get(item["id"])
-        if row is not None and ("skipped" in row or row.get("reference", True) == with_reference):
+        row = rows[i]
+        if row is not None and ("skipped" in row or row.get("reference", True) or not with_reference):
             print("  kept from the earlier run", flush=True)
-            rows.append(row)
             continue
-        rows.append(
-            run_question(item, att, args, args.methods, with_reference, i < args.contextcite_n, use_second, BASELINES)
+        rows[i] = run_question(
+            item, att, args, args.methods, with_reference, i < args.contextcite_n, use_second, BASELINES
         )
-        write(rows, meta, args.out, name, final=False)
-    write(rows, meta, args.out, name, final=True)
+        write([r for r in rows if r is not None], meta, args.out, name, final=False)
+    write([r for r in rows if r is not None], meta, args.out, name, final=True)
     print((args.out / f"faithfulness_{name}.md").read_text())
 
 
