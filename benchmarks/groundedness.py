@@ -4,15 +4,18 @@ from unsupported ones, on pairs anyone can rerun:
     .venv/bin/python benchmarks/groundedness.py --dataset hotpotqa --n 40 --answer gold
     .venv/bin/python benchmarks/groundedness.py --dataset hotpotqa --n 40 --answer paraphrase
     .venv/bin/python benchmarks/groundedness.py --dataset hotpotqa --n 40 --answer model --max-new-tokens 80
-    .venv/bin/python benchmarks/groundedness.py --dataset squad2 --n 40
+    .venv/bin/python benchmarks/groundedness.py --dataset squad2 --n 120 --answer model --max-new-tokens 80
+    .venv/bin/python benchmarks/groundedness.py --dataset squad2 --n 40 --answer unanswerable
 
-HotpotQA: the same question and answer with the 2 gold paragraphs + 2 distractors
-(supported) and with 4 distractors only (unsupported). ``--answer gold``: the dataset's
-answer; ``model``: the embedded model's greedy answer given the gold paragraphs;
-``paraphrase``: the gold answer restated as a sentence in other words by the embedded model
-(an abstractive answer whose words differ from its evidence; the restatements are stored in
-the JSON to be checked by hand). SQuAD 2.0: answerable questions with their gold answer
-(supported) against unanswerable questions answered anyway by the model (unsupported).
+The same question and answer with its evidence (supported) and without (unsupported):
+HotpotQA with the 2 gold paragraphs + 2 distractors against 4 distractors only; SQuAD 2.0
+(answerable questions) with all 5 paragraphs of the article against the 4 without the answer's
+paragraph. ``--answer gold``: the dataset's answer; ``model``: the embedded model's greedy
+answer given the evidence; ``paraphrase``: the gold answer restated as a sentence in other
+words by the embedded model (an abstractive answer whose words differ from its evidence; the
+restatements are stored in the JSON to be checked by hand). ``unanswerable`` (SQuAD 2.0, its
+default): answerable questions with their gold answer (supported) against unanswerable
+questions answered anyway by the model (unsupported), answers of unlike form.
 
 Signals: the context gain (log p(answer | documents) - log p(answer | no documents), one
 extra forward, ``AttributionResult.context_gain``), the top document and top sentence score
@@ -60,7 +63,8 @@ PARAPHRASE = (
 
 
 def distractors_only(item: dict, count: int = 4) -> dict:
-    """The question with ``count`` of its non-gold paragraphs (seeded by the question id)."""
+    """The question with ``count`` of its non-gold paragraphs (seeded by the question id; a
+    SQuAD 2.0 question has 4: the other paragraphs of its article)."""
     gold = {title for title, _ in item.get("supporting", [])}
     others = [d for d in item["documents"] if d["title"] not in gold]
     picked = set(np.random.default_rng(zlib.crc32(item["id"].encode())).permutation(len(others))[:count].tolist())
@@ -74,7 +78,7 @@ def pairs(
     complete sentences of at most ``max_new_tokens`` tokens."""
     cases = []
     for item in items:
-        if dataset == "squad2":
+        if answer_mode == "unanswerable":
             documents = documents_of(item)
             if gold_answer(item):
                 cases.append((item["question"], documents, gold_answer(item), True, {"id": item["id"]}))
@@ -85,16 +89,19 @@ def pairs(
                         (item["question"], documents, answer, False, {"id": item["id"], "answered_anyway": answer})
                     )
             continue
-        supported = documents_of(select_documents(item, "gold4"))
-        notes = {"id": item["id"], "gold_answer": item["answer"]}
+        gold = gold_answer(item)
+        if not gold:  # an unanswerable SQuAD question has no gold paragraph to remove
+            continue
+        supported = documents_of(select_documents(item, "gold4" if dataset == "hotpotqa" else "full"))
+        notes = {"id": item["id"], "gold_answer": gold}
         if answer_mode == "gold":
-            answer = item["answer"]
+            answer = gold
         elif answer_mode == "model":
             answer = complete_sentences(att.generate(item["question"], supported, max_new_tokens=max_new_tokens))
         else:
             answer = complete_sentences(
                 att.chat(
-                    [{"role": "user", "content": PARAPHRASE.format(question=item["question"], answer=item["answer"])}],
+                    [{"role": "user", "content": PARAPHRASE.format(question=item["question"], answer=gold)}],
                     max_new_tokens=40,
                 )
             )
@@ -219,13 +226,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(FILES), default="hotpotqa")
     parser.add_argument("--n", type=int, default=40, help="questions (HotpotQA: 2 cases each)")
-    parser.add_argument("--answer", choices=["gold", "model", "paraphrase"], default="gold", help="HotpotQA only")
+    parser.add_argument(
+        "--answer",
+        choices=["gold", "model", "paraphrase", "unanswerable"],
+        default=None,
+        help="default: gold for HotpotQA, unanswerable for SQuAD 2.0 (SQuAD 2.0 only)",
+    )
     parser.add_argument("--methods", nargs="+", default=["fast", "budget-balanced", "exact"])
     parser.add_argument(
         "--max-new-tokens", type=int, default=32, help="the model's answers (more: answers of several sentences)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args()
+    args.answer = args.answer or ("unanswerable" if args.dataset == "squad2" else "gold")
+    if args.answer == "unanswerable" and args.dataset != "squad2":
+        parser.error("--answer unanswerable needs --dataset squad2")
     torch.set_num_threads(1)
     meta = {
         "_start": time.perf_counter(),
@@ -233,7 +248,7 @@ def main() -> None:
         "dataset": args.dataset,
         "answer": args.answer,
     }
-    name = args.dataset if args.dataset == "squad2" else f"{args.dataset}_{args.answer}"
+    name = args.dataset if args.answer == "unanswerable" else f"{args.dataset}_{args.answer}"
     att = Attributor()
     items = load_questions(DATA_DIR / FILES[args.dataset], args.n)
     rows = []
