@@ -15,13 +15,14 @@ Method = Literal[MethodName, "auto"]
 Budget = Literal["fast", "balanced", "faithful"]
 
 # What method="auto" runs for each budget: the settings on our measured speed/faithfulness
-# front (README, "Performance"; benchmarks/results/speed_4docs_titles.md, speed_10docs.md). On
-# 30 4-document HotpotQA questions, fast with 3 sentences rescored kept exact LOO's top
-# sentence on 0.90 at a third of its CPU time and plain fast on 0.76 at a quarter; in the run
-# before titles became spans (speed_4docs.md) hierarchical k=3, the former balanced, kept 0.80
-# at 0.71 of exact's time. On 30 10-paragraph questions (faithfulness_hotpotqa_gold-answer.md)
-# balanced kept exact's top sentence on 7 of 8 at 6.5x less CPU; hierarchical with keep_similar
-# found as much gold evidence for less, but agreed with exact on 3 of 8: an option, not a budget.
+# front (README, "How faithful, how fast" and "Performance"). On 60 4-paragraph HotpotQA
+# questions (benchmarks/results/faithfulness_hotpotqa_gold4_gold-answer.md) fast with 3
+# sentences rescored kept exact LOO's top sentence on 0.87 at 2.8x less CPU, plain fast on 0.73
+# at 4x; in the run before titles became spans (speed_4docs.md) hierarchical k=3, the former
+# balanced, kept 0.80 at 0.71 of exact's time. On 30 10-paragraph questions
+# (faithfulness_hotpotqa_gold-answer.md) balanced kept exact's top sentence on 7 of 8 at 6.5x
+# less CPU; hierarchical with keep_similar found as much gold evidence for less, but agreed
+# with exact less often: an option, not a budget.
 BUDGETS: dict[str, dict[str, Any]] = {
     "faithful": {"method": "exact"},
     "balanced": {"method": "fast", "rescore": 3},

@@ -124,26 +124,36 @@ def significant_recall(reference: Scores, estimate: Scores, floor: float = 0.5, 
 
 
 def gold_metrics(
-    estimate: Scores, gold: Iterable[int], span_documents: Sequence[int], gold_documents: Iterable[int]
+    estimate: Scores,
+    gold: Iterable[int],
+    span_documents: Sequence[int],
+    gold_documents: Iterable[int],
+    titles: Iterable[int] = (),
 ) -> dict[str, float | None]:
     """Agreement with human-marked supporting spans: whether the top span is gold (top-1
     precision), recall of the gold spans in the top k (k = their number) and in the top 3,
     whether the top span lies in a gold document, and the share of gold documents with any
-    span scored (below 1 where a document pass dropped one). ``None`` each when there is no
-    gold."""
-    gold, gold_documents = set(gold), set(gold_documents)
+    span scored (below 1 where a document pass dropped one); top-1 and recall@k again over the
+    sentences alone, the ``titles`` spans left out (HotpotQA never marks a title, and a title
+    that repeats the question's entity draws the similarity baselines). ``None`` each when
+    there is no gold."""
+    gold, gold_documents, titles = set(gold), set(gold_documents), set(titles)
+    names = ["gold_top1", "gold_recall", "gold_recall3", "top_in_gold_document", "gold_documents_scored"]
     if not gold or not estimate:
-        return dict.fromkeys(
-            ["gold_top1", "gold_recall", "gold_recall3", "top_in_gold_document", "gold_documents_scored"]
-        )
+        return dict.fromkeys([*names, "gold_top1_sentences", "gold_recall_sentences"])
     first = ranking(estimate)[0]
     scored = {span_documents[i] for i, score in enumerate(estimate) if score is not None}
+    sentences_only = [None if i in titles else score for i, score in enumerate(estimate)]
     return {
         "gold_top1": float(first in gold),
         "gold_recall": gold_recall(estimate, gold),
         "gold_recall3": len(set(top_k(estimate, 3)) & gold) / len(gold),
         "top_in_gold_document": float(span_documents[first] in gold_documents),
         "gold_documents_scored": len(scored & gold_documents) / len(gold_documents) if gold_documents else None,
+        "gold_top1_sentences": float(
+            any(score is not None for score in sentences_only) and ranking(sentences_only)[0] in gold
+        ),
+        "gold_recall_sentences": gold_recall(sentences_only, gold),
     }
 
 

@@ -137,6 +137,12 @@ def sentence_documents(item: dict) -> list[int]:
     return [d for (d, _), _ in sorted(_span_index(item).items(), key=lambda entry: entry[1])]
 
 
+def span_layout(item: dict) -> tuple[list[int], set[int]]:
+    """What the gold metrics need of the span list: each span's document, and which spans
+    are titles."""
+    return sentence_documents(item), {i for (_, s), i in _span_index(item).items() if s is None}
+
+
 def gold_sentences(item: dict) -> list[int]:
     """Indices of the gold supporting sentences in the attribution's span list
     (``_span_index``); out-of-range references (a HotpotQA quirk) dropped."""
@@ -276,7 +282,7 @@ def evaluate(
     gold_docs: list[int],
     cost: tuple[float, int],
     reference_cost: tuple[float, int] | None,
-    sentence_docs: list[int],
+    layout: tuple[list[int], set[int]],
 ) -> dict:
     """Metrics of one method on one question; without a ``reference`` (exact LOO not run on
     this question: ``--reference-n``) only the gold metrics and the cost."""
@@ -292,7 +298,8 @@ def evaluate(
         row["sentences"]["gold_recall"] = ev.gold_recall(estimate["sentences"], gold)
     else:
         row["sentences"] = ev.compare(reference["sentences"], estimate["sentences"], k=3, gold=gold)
-    row["sentences"].update(ev.gold_metrics(estimate["sentences"], gold, sentence_docs, gold_docs))
+    span_documents, titles = layout
+    row["sentences"].update(ev.gold_metrics(estimate["sentences"], gold, span_documents, gold_docs, titles))
     if estimate.get("documents") is not None and reference is not None:
         row["documents"] = ev.compare(reference["documents"], estimate["documents"], k=2, gold=gold_docs)
     row["scores"] = estimate
@@ -365,6 +372,7 @@ def run_question(
         raise RuntimeError(f"the gold span mapping does not match the attribution's spans for {item['id']}")
     gold = gold_sentences(item)
     gold_docs = gold_documents(item, gold, sentence_docs)
+    layout = span_layout(item)
     row.update(
         documents=len(documents),
         sentences=len(first.sentences),
@@ -384,7 +392,7 @@ def run_question(
             gold_docs,
             cost,
             exact_cost,
-            sentence_docs,
+            layout,
         )
         for name, (result, cost) in results.items()
     }
@@ -393,7 +401,7 @@ def run_question(
         if name in baselines:
             values, *cost = timed(lambda name=name: baselines[name](item["question"], answer, texts))
             settings[name] = evaluate(
-                reference, {"sentences": values, "documents": None}, gold, gold_docs, cost, exact_cost, sentence_docs
+                reference, {"sentences": values, "documents": None}, gold, gold_docs, cost, exact_cost, layout
             )
     if with_cc and "contextcite" in methods:
         spans = [(s.prompt_start, s.prompt_end) for s in first.sentences]
@@ -402,7 +410,7 @@ def run_question(
         ).items():
             estimate = {"sentences": [float(w) for w in weights], "documents": None}
             settings[f"contextcite-{count}"] = evaluate(
-                reference, estimate, gold, gold_docs, (seconds, tokens), exact_cost, sentence_docs
+                reference, estimate, gold, gold_docs, (seconds, tokens), exact_cost, layout
             )
     row["settings"] = settings
     print(
@@ -412,14 +420,12 @@ def run_question(
 
     if second is not None and reference is not None:
         row["cross"] = cross_family(
-            item, documents, answer, reference, exact_cost, gold, gold_docs, second, methods, sentence_docs
+            item, documents, answer, reference, exact_cost, gold, gold_docs, second, methods, layout
         )
     return row
 
 
-def cross_family(
-    item, documents, answer, smol_reference, smol_cost, gold, gold_docs, second, methods, sentence_docs
-) -> dict:
+def cross_family(item, documents, answer, smol_reference, smol_cost, gold, gold_docs, second, methods, layout) -> dict:
     """SmolLM2 <-> second model: each one's exact LOO as the other's proxy, and ``pruned``.
     Token counts add both models' tokens (their sizes are close: 135M and 270M parameters, of
     which 100M+ outside the embeddings each)."""
@@ -437,10 +443,10 @@ def cross_family(
         },
         # the proxy's own exact LOO against the target's exact LOO (cost: the proxy's)
         f"proxy:SmolLM2->{name}": evaluate(
-            target_reference, smol_reference, gold, gold_docs, smol_cost, target_cost, sentence_docs
+            target_reference, smol_reference, gold, gold_docs, smol_cost, target_cost, layout
         ),
         f"proxy:{name}->SmolLM2": evaluate(
-            smol_reference, target_reference, gold, gold_docs, target_cost, smol_cost, sentence_docs
+            smol_reference, target_reference, gold, gold_docs, target_cost, smol_cost, layout
         ),
     }
     if "pruned" in methods:
@@ -450,7 +456,7 @@ def cross_family(
             )
         )
         out[f"pruned:SmolLM2->{name}"] = evaluate(
-            target_reference, {"sentences": scores(result.sentences)}, gold, gold_docs, cost, target_cost, sentence_docs
+            target_reference, {"sentences": scores(result.sentences)}, gold, gold_docs, cost, target_cost, layout
         )
     if "pruned-reverse" in methods:
         result, *cost = timed(
@@ -459,7 +465,7 @@ def cross_family(
             )
         )
         out[f"pruned:{name}->SmolLM2"] = evaluate(
-            smol_reference, {"sentences": scores(result.sentences)}, gold, gold_docs, cost, smol_cost, sentence_docs
+            smol_reference, {"sentences": scores(result.sentences)}, gold, gold_docs, cost, smol_cost, layout
         )
     print(
         "  cross: "
@@ -483,6 +489,8 @@ METRICS = [
     "gold_recall3",
     "top_in_gold_document",
     "gold_documents_scored",
+    "gold_top1_sentences",
+    "gold_recall_sentences",
 ]
 DOC_METRICS = ["spearman", "top1", "top2_recall", "gold_recall"]
 
@@ -537,11 +545,12 @@ def markdown_table(summary: dict, reference_label: str) -> str:
         "(load-independent). vs exact: Pearson, top-1 agreement, recall of exact's top 3 in the top 3, and the share "
         "of significant sentences (exact score >= max(0.5 nats, 25% of the top)) ranked within as many places. "
         "Gold (supporting facts): top-1 precision, recall in the top k (k = number of gold sentences), recall in the "
-        "top 3, top sentence in a gold paragraph, gold paragraphs with any sentence scored (questions with gold only). ★ / ☆ = on the Pareto front of mean top-3 "
+        "top 3, top sentence in a gold paragraph, gold paragraphs with any sentence scored, and top-1 and recall@k again "
+        "with the titles left out (questions with gold only). ★ / ☆ = on the Pareto front of mean top-3 "
         "recall vs time / compute speed-up.",
         "",
-        "| setting | q | CPU s | speed-up (time) | speed-up (compute) | Pearson | top-1 | top-3 recall | significant | gold top-1 | gold recall@k | gold recall@3 | top in gold doc | gold docs scored |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | q | CPU s | speed-up (time) | speed-up (compute) | Pearson | top-1 | top-3 recall | significant | gold top-1 | gold recall@k | gold recall@3 | top in gold doc | gold docs scored | gold top-1, no titles | gold recall@k, no titles |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in summary.items():
         sent = s["sentences"]
@@ -557,6 +566,8 @@ def markdown_table(summary: dict, reference_label: str) -> str:
                 "gold_recall3",
                 "top_in_gold_document",
                 "gold_documents_scored",
+                "gold_top1_sentences",
+                "gold_recall_sentences",
             )
         ]
         lines.append(
@@ -672,13 +683,13 @@ def reevaluate(path: Path) -> None:
     for row in payload["questions"]:
         if "settings" not in row:
             continue
-        docs = sentence_documents(items[row["id"]])
+        layout = span_layout(items[row["id"]])
         exact = row["settings"]["exact"] if row.get("reference", True) else None
         reference, reference_cost = (exact["scores"], (exact["seconds"], exact["tokens"])) if exact else (None, None)
         for name, entry in row["settings"].items():
             cost = (entry["seconds"], entry["tokens"])
             row["settings"][name] = evaluate(
-                reference, entry["scores"], row["gold"], row["gold_documents"], cost, reference_cost, docs
+                reference, entry["scores"], row["gold"], row["gold_documents"], cost, reference_cost, layout
             )
     meta = {k: v for k, v in payload.items() if k not in ("summary", "cross_summary", "questions")}
     write(payload["questions"], meta, path.parent, path.stem.removeprefix("faithfulness_"), payload["finished"])

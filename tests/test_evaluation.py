@@ -95,7 +95,16 @@ def test_gold_metrics_and_auroc():
         "gold_recall3": 1.0,
         "top_in_gold_document": 0.0,
         "gold_documents_scored": 1.0,
+        "gold_top1_sentences": 0.0,
+        "gold_recall_sentences": 0.0,
     }
+    # span 0 a title ranked first: over the sentences alone the gold span 1 comes first
+    titled = ev.gold_metrics([0.9, 0.5, 0.2], gold=[1], span_documents=[0, 0, 1], gold_documents=[0], titles=[0])
+    assert titled["gold_top1"] == 0.0 and titled["gold_top1_sentences"] == 1.0
+    assert titled["gold_recall"] == 0.0 and titled["gold_recall_sentences"] == 1.0
+    # a method that scored titles only has no sentence to cite
+    only_titles = ev.gold_metrics([0.9, None, None], gold=[1], span_documents=[0, 0, 1], gold_documents=[0], titles=[0])
+    assert only_titles["gold_top1_sentences"] == 0.0
     # a document pass that dropped the gold document 0: none of its spans scored
     dropped = ev.gold_metrics([None, None, 0.9], gold=[1], span_documents=[0, 0, 1], gold_documents=[0, 1])
     assert dropped["gold_documents_scored"] == 0.5 and dropped["gold_top1"] == 0.0
