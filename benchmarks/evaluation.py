@@ -157,16 +157,23 @@ def gold_metrics(
     }
 
 
-def compare(reference: Scores, estimate: Scores, k: int = 3, gold: Iterable[int] = ()) -> dict[str, float | None]:
-    """Every metric of ``estimate`` against ``reference`` (and against ``gold`` if given)."""
-    return {
-        "spearman": spearman(reference, estimate),
-        "pearson": pearson(reference, estimate),
-        "top1": top1_agreement(reference, estimate),
-        f"top{k}_recall": topk_recall(reference, estimate, k),
-        "significant_recall": significant_recall(reference, estimate),
-        "gold_recall": gold_recall(estimate, gold),
+def compare(
+    reference: Scores | None, estimate: Scores, k: int = 3, gold: Iterable[int] = ()
+) -> dict[str, float | None]:
+    """Every metric of ``estimate`` against ``reference`` (``None`` each without one: exact
+    LOO not run on this question) and against ``gold`` if given."""
+    against_reference = {
+        "spearman": spearman,
+        "pearson": pearson,
+        "top1": top1_agreement,
+        f"top{k}_recall": lambda reference, estimate: topk_recall(reference, estimate, k),
+        "significant_recall": significant_recall,
     }
+    metrics = {
+        name: metric(reference, estimate) if reference is not None else None
+        for name, metric in against_reference.items()
+    }
+    return {**metrics, "gold_recall": gold_recall(estimate, gold)}
 
 
 def bootstrap_interval(

@@ -293,11 +293,7 @@ def evaluate(
         "tokens": tokens,
         "token_speedup": reference_tokens / tokens if tokens > 0 and reference_tokens else math.nan,
     }
-    if reference is None:
-        row["sentences"] = dict.fromkeys(["spearman", "pearson", "top1", "top3_recall", "significant_recall"])
-        row["sentences"]["gold_recall"] = ev.gold_recall(estimate["sentences"], gold)
-    else:
-        row["sentences"] = ev.compare(reference["sentences"], estimate["sentences"], k=3, gold=gold)
+    row["sentences"] = ev.compare(reference["sentences"] if reference else None, estimate["sentences"], k=3, gold=gold)
     span_documents, titles = layout
     row["sentences"].update(ev.gold_metrics(estimate["sentences"], gold, span_documents, gold_docs, titles))
     if estimate.get("documents") is not None and reference is not None:

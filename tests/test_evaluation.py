@@ -71,6 +71,9 @@ def test_compare_and_summarize():
         "significant_recall": 1.0,
         "gold_recall": 1.0,
     }
+    # a question without exact LOO: the metrics against it are None, the gold one is measured
+    without = ev.compare(None, [3, 2, 1], k=3, gold=[0])
+    assert without == dict.fromkeys(result, None) | {"gold_recall": 1.0}
     summary = ev.summarize([1.0, None, float("nan"), 3.0, 2.0])
     assert {k: summary[k] for k in ("median", "mean", "n")} == {"median": 2.0, "mean": 2.0, "n": 3}
     low, high = summary["ci"]
