@@ -668,27 +668,39 @@ def write(rows: list[dict], meta: dict, out: Path, dataset: str, final: bool) ->
         )
 
 
-def reevaluate(path: Path) -> None:
-    """Recompute every metric and report of a saved run from the scores it stored (after a
+def reevaluated(row: dict, item: dict) -> dict:
+    """``row`` with every metric recomputed by today's code from the scores it stored (after a
     metric was added or changed); costs and scores stay as measured."""
+    if "settings" not in row:
+        return row
+    layout = span_layout(item)
+    exact = row["settings"]["exact"] if row.get("reference", True) else None
+    reference, reference_cost = (exact["scores"], (exact["seconds"], exact["tokens"])) if exact else (None, None)
+    settings = {
+        name: evaluate(
+            reference,
+            entry["scores"],
+            row["gold"],
+            row["gold_documents"],
+            (entry["seconds"], entry["tokens"]),
+            reference_cost,
+            layout,
+        )
+        for name, entry in row["settings"].items()
+    }
+    return dict(row, settings=settings)
+
+
+def reevaluate(path: Path) -> None:
+    """Recompute every metric and report of a saved run from the scores it stored."""
     payload = json.loads(path.read_text())
     items = {
         item["id"]: select_documents(item, payload["setting"])
         for item in load_questions(ROOT.parent / payload["data"], payload["n"])
     }
-    for row in payload["questions"]:
-        if "settings" not in row:
-            continue
-        layout = span_layout(items[row["id"]])
-        exact = row["settings"]["exact"] if row.get("reference", True) else None
-        reference, reference_cost = (exact["scores"], (exact["seconds"], exact["tokens"])) if exact else (None, None)
-        for name, entry in row["settings"].items():
-            cost = (entry["seconds"], entry["tokens"])
-            row["settings"][name] = evaluate(
-                reference, entry["scores"], row["gold"], row["gold_documents"], cost, reference_cost, layout
-            )
+    rows = [reevaluated(row, items[row["id"]]) for row in payload["questions"]]
     meta = {k: v for k, v in payload.items() if k not in ("summary", "cross_summary", "questions")}
-    write(payload["questions"], meta, path.parent, path.stem.removeprefix("faithfulness_"), payload["finished"])
+    write(rows, meta, path.parent, path.stem.removeprefix("faithfulness_"), payload["finished"])
 
 
 # what must match for a saved run's questions to stand beside new ones (``--n`` and
@@ -846,9 +858,12 @@ def main() -> None:
         meta["started"] = previous["started"]
     warm_up(att, second, "contextcite" in args.methods and args.contextcite_n > 0)
     meta["load_and_warm_up_seconds"] = time.perf_counter() - start
-    # the earlier run's questions stay in the results until measured again, so that stopping
-    # a resumed run never loses them
-    rows: list[dict | None] = [saved.get(item["id"]) for item in items]
+    # the earlier run's questions (their metrics recomputed by today's code) stay in the
+    # results until measured again, so that stopping a resumed run never loses them
+    rows: list[dict | None] = [
+        reevaluated(saved[item["id"]], select_documents(item, args.setting)) if item["id"] in saved else None
+        for item in items
+    ]
     for i, item in enumerate(items):
         print(f"[{i + 1}/{len(items)}] {item['id']}: {item['question']}", flush=True)
         use_second = second if second is not None and (args.second_n is None or i < args.second_n) else None
