@@ -20,7 +20,7 @@ Budget = Literal["fast", "balanced", "faithful"]
 # sentences rescored kept exact LOO's top sentence on 0.87 at 2.8x less CPU, plain fast on 0.73
 # at 4x; in the run before titles became spans (speed_4docs.md) hierarchical k=3, the former
 # balanced, kept 0.80 at 0.71 of exact's time. On 30 10-paragraph questions
-# (faithfulness_hotpotqa_gold-answer.md) balanced kept exact's top sentence on 7 of 8 at 6.5x
+# (faithfulness_hotpotqa_gold-answer.md) balanced kept exact's top sentence on 12 of 13 at 7x
 # less CPU; hierarchical with keep_similar found as much gold evidence for less, but agreed
 # with exact less often: an option, not a budget.
 BUDGETS: dict[str, dict[str, Any]] = {
