@@ -363,12 +363,12 @@ def run_question(
     if with_reference:
         exact, exact_cost = results["exact"]
         reference = {"sentences": scores(exact.sentences), "documents": scores(exact.documents)}
-    sentence_docs = [s.doc_index for s in first.sentences]
-    if sentence_docs != sentence_documents(item):
+    layout = span_layout(item)
+    sentence_docs = layout[0]
+    if [s.doc_index for s in first.sentences] != sentence_docs:
         raise RuntimeError(f"the gold span mapping does not match the attribution's spans for {item['id']}")
     gold = gold_sentences(item)
     gold_docs = gold_documents(item, gold, sentence_docs)
-    layout = span_layout(item)
     row.update(
         documents=len(documents),
         sentences=len(first.sentences),

@@ -4,7 +4,7 @@ from unsupported ones, on pairs anyone can rerun:
     .venv/bin/python benchmarks/groundedness.py --dataset hotpotqa --n 40 --answer gold
     .venv/bin/python benchmarks/groundedness.py --dataset hotpotqa --n 40 --answer paraphrase
     .venv/bin/python benchmarks/groundedness.py --dataset hotpotqa --n 40 --answer model --max-new-tokens 80
-    .venv/bin/python benchmarks/groundedness.py --dataset squad2 --n 120 --answer model --max-new-tokens 80
+    .venv/bin/python benchmarks/groundedness.py --dataset squad2 --n 80 --answer model --max-new-tokens 80
     .venv/bin/python benchmarks/groundedness.py --dataset squad2 --n 40 --answer unanswerable
 
 The same question and answer with its evidence (supported) and without (unsupported):
@@ -122,15 +122,20 @@ def similarity(text: str, sentences: list[str], context: str) -> dict[str, float
     }
 
 
+def top(spans: list) -> float:
+    """The best score among ``spans`` (nan when none was scored)."""
+    return max((s.score for s in spans if s.score is not None), default=float("nan"))
+
+
 def signals(
     att: Attributor, question: str, documents: list[Document], answer: str, methods: list[str]
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """The answer's signals, and those of each of its sentences (claims) when it has several:
     a claim's top sentence is the best LOO score on that claim's own tokens."""
     out: dict[str, float] = {}
-    claims: list[dict[str, float]] = []
+    results = {}
     for method in methods:
-        result = att.attribute(
+        result = results[method] = att.attribute(
             question,
             documents,
             answer,
@@ -138,25 +143,20 @@ def signals(
             budget=method.removeprefix("budget-") if method.startswith("budget-") else "balanced",
         )
         out["context gain"] = result.context_gain
-        out[f"{method} top document"] = max(
-            (s.score for s in result.documents if s.score is not None), default=float("nan")
-        )
-        out[f"{method} top sentence"] = max(
-            (s.score for s in result.sentences if s.score is not None), default=float("nan")
-        )
+        out[f"{method} top document"] = top(result.documents)
+        out[f"{method} top sentence"] = top(result.sentences)
         out[f"{method} seconds"] = result.timings["score"]
-        if len(result.answer_sentences) > 1:
-            claims = claims or [{} for _ in result.answer_sentences]
-            for claim, answer_sentence in zip(claims, result.answer_sentences, strict=True):
-                claim[f"{method} top sentence"] = max(
-                    (s.score for s in answer_sentence.sentences if s.score is not None), default=float("nan")
-                )
     sentences = [s.text for s in result.sentences]
     context = " ".join(d.text for d in documents).lower()
     out.update(similarity(answer, sentences, context))
-    for claim, answer_sentence in zip(claims, result.answer_sentences if claims else [], strict=True):
-        claim.update(similarity(answer_sentence.text, sentences, context))
-    return out, claims
+    claims = [
+        {
+            **{f"{method} top sentence": top(r.answer_sentences[c].sentences) for method, r in results.items()},
+            **similarity(claim.text, sentences, context),
+        }
+        for c, claim in enumerate(result.answer_sentences)
+    ]
+    return out, claims if len(claims) > 1 else []
 
 
 def summarize(rows: list[dict]) -> dict[str, dict]:
@@ -230,7 +230,7 @@ def main() -> None:
         "--answer",
         choices=["gold", "model", "paraphrase", "unanswerable"],
         default=None,
-        help="default: gold for HotpotQA, unanswerable for SQuAD 2.0 (SQuAD 2.0 only)",
+        help="default: gold for HotpotQA, unanswerable for SQuAD 2.0 (unanswerable: SQuAD 2.0 only)",
     )
     parser.add_argument("--methods", nargs="+", default=["fast", "budget-balanced", "exact"])
     parser.add_argument(
