@@ -99,27 +99,45 @@ def render_chat(messages: Messages, tokenizer) -> tuple[str, list[Span]]:
 def locate(text: str, ranges: list[Span], documents: list[Document]) -> list[Span | None]:
     """Where each document's text lies in ``text``, inside one of the content ``ranges``: the
     first occurrence after the previous document's, else the first anywhere that overlaps no
-    other document's; ``None`` where the prompt does not hold it."""
-    taken: list[Span] = []
-    found: list[Span | None] = []
-    cursor = 0
+    other document's; ``None`` where the prompt does not hold it.
 
-    def first(needle: str, after: int) -> Span | None:
+    A document that is also part of a longer document (a sentence quoted on its own) is first
+    sought only outside the longer one's occurrences, so that it is found at its own place
+    instead of inside the other, which would then be reported unseen."""
+
+    def occurrences(needle: str) -> list[Span]:
+        out = []
         for start, end in ranges:
-            at = text.find(needle, max(start, after), end)
+            at = text.find(needle, start, end)
             while at >= 0:
-                span = (at, at + len(needle))
-                if span[1] <= end and not any(a < span[1] and span[0] < b for a, b in taken):
-                    return span
+                out.append((at, at + len(needle)))
                 at = text.find(needle, at + 1, end)
-        return None
+        return out
 
-    for document in documents:
-        span = first(document.text, cursor) or first(document.text, 0)
-        found.append(span)
-        if span is not None:
-            taken.append(span)
-            cursor = span[1]
+    every = [occurrences(document.text) for document in documents]
+    longer = [
+        [
+            span
+            for other, spans in zip(documents, every, strict=True)
+            if len(other.text) > len(document.text)
+            for span in spans
+        ]
+        for document in documents
+    ]
+    own = [
+        [(a, b) for a, b in spans if not any(start <= a and b <= end for start, end in outer)]
+        for spans, outer in zip(every, longer, strict=True)
+    ]
+    found: list[Span | None] = [None] * len(documents)
+    for pool in (own, every):  # own places first; a place inside a longer document only if none is left
+        cursor = 0
+        for index, spans in enumerate(pool):
+            if found[index] is None:
+                taken = [span for span in found if span is not None]
+                free = [(a, b) for a, b in spans if not any(s < b and a < e for s, e in taken)]
+                found[index] = next((span for span in free if span[0] >= cursor), None) or next(iter(free), None)
+            if (span := found[index]) is not None:
+                cursor = span[1]
     return found
 
 

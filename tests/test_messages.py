@@ -186,3 +186,22 @@ def test_special_token_strings_in_messages_stay_text(attributor: Attributor) -> 
     naive = attributor.attribute_messages(messages, ANSWER, [injected], method="naive")
     exact = attributor.attribute_messages(messages, ANSWER, [injected], method="exact")
     assert _scores(exact, "sentences") == pytest.approx(_scores(naive, "sentences"), abs=TOLERANCE)
+
+
+def test_a_document_inside_another_is_located_at_its_own_place(attributor: Attributor) -> None:
+    # the short document is also a substring of the long one, which comes first in the prompt
+    short = Document(text="It was completed in 1742.", id="short")
+    messages = [{"role": "user", "content": f"{BRIDGE.text}\n\n{BANANAS}\n\n{short.text}\n\n{QUESTION}"}]
+    bananas = Document(text=BANANAS)
+    for documents in ([short, BRIDGE, bananas], [BRIDGE, short, bananas]):
+        rendered, located = render_messages(messages, documents, attributor.tokenizer)
+        assert sorted(located) == [0, 1, 2]
+        own = rendered.text.rfind(short.text)  # its own place, after the bananas
+        assert rendered.document_spans[located.index(documents.index(short))] == (own, own + len(short.text))
+    # where it occurs only inside the longer document, the longer one keeps its place
+    only_inside = [{"role": "user", "content": f"{BRIDGE.text}\n\n{QUESTION}"}]
+    assert render_messages(only_inside, [short, BRIDGE], attributor.tokenizer)[1] == [1]
+    result = attributor.attribute_messages(messages, ANSWER, [short, BRIDGE, BANANAS], method="exact")
+    assert result.unseen_documents == []
+    _check_spans(result, messages)
+    assert [d.doc_index for d in result.documents] == [1, 2, 0]  # prompt order
