@@ -3,18 +3,23 @@ language) share one attribution model on a GPU box instead of loading one each.
 
 One model per process, behind a bounded queue: one worker thread runs the requests in arrival
 order (the model is serialised anyway, and one thread keeps every score equal to a direct
-call's), the event loop only admits, waits and answers. Secure by default: the CLI binds to
-loopback, and anything else needs an API key (``check_binding``). Every error is a JSON
-object ``{"error": code, "detail": ...}``, never a traceback.
+call's), the event loop only admits, waits and answers: request bodies are parsed and
+validated on other threads, after their document count is checked, so that one large body
+cannot stall ``/healthz`` or the other clients. Secure by default: the CLI binds to loopback,
+and anything else needs an API key (``check_binding``); without a key only loopback ``Host``
+names are answered (DNS rebinding). Every error is a JSON object ``{"error": code, "detail":
+...}`` (``ErrorBody``, as the OpenAPI document says), never a traceback. ``/docs`` is served
+from the ``fastapi-offline`` package's copy of Swagger UI: no request leaves the machine.
 
-Needs the ``serve`` extra (FastAPI, uvicorn); ``ray_application`` also the ``ray`` extra.
+Needs the ``serve`` extra (FastAPI, uvicorn, fastapi-offline); ``ray_application`` also the
+``ray`` extra.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
+import json
 import math
 import os
 import threading
@@ -23,57 +28,59 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 
+import h11
 from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.json_schema import models_json_schema
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ._version import __version__
+from .html import CSP as VIEW_CSP
 from .options import AttributionOptions
 from .records import AttributionRequest
 from .results import AttributionResult
+from .service_settings import ServiceSettings, is_loopback
 
 if TYPE_CHECKING:
     from .attributor import Attributor
 
-
-class ServiceSettings(BaseModel):
-    """The limits and defaults of one service process (the ``serve`` command's flags)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    options: AttributionOptions = Field(
-        default_factory=AttributionOptions,
-        description="for requests without 'options'; its max_forwards also caps every request's",
-    )
-    api_key: SecretStr | None = Field(None, description="clients send 'Authorization: Bearer KEY'; None: no key")
-    max_queue: int = Field(16, ge=0, description="requests waiting behind the one the model runs; past it 503")
-    timeout: float = Field(300.0, gt=0, description="seconds from arrival to answer, queue included; past it 504")
-    max_documents: int = Field(100, ge=1, description="documents per request; past it 422")
-    max_body: int = Field(1_000_000, ge=1, description="request body bytes; past it 413")
+# Every response not an HTML view of its own: the /docs page (its inline start-up script and the
+# Swagger UI files served here) may load from this server only, and nothing may frame a page.
+DEFAULT_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+MAX_ISSUES = 20  # validation issues listed in a 422 (a body can hold thousands of wrong items)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether binding to ``host`` keeps the service on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
+class FieldIssue(BaseModel):
+    """One reason a request body is invalid: where (``["body", "documents", 3]``) and what."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
 
 
-def check_binding(host: str, settings: ServiceSettings) -> None:
-    """Refuse to serve off loopback without an API key: attribution costs GPU time and the
-    requests carry the app's documents."""
-    if not is_loopback(host) and settings.api_key is None:
-        raise ValueError(
-            f"binding to {host} exposes the service beyond this machine: set an API key (--api-key-env NAME) or bind to 127.0.0.1"
-        )
+class ErrorBody(BaseModel):
+    """The body of every error response. Some errors add their numbers (``too_many_documents``:
+    ``documents`` and ``limit``; ``body_too_large``: ``limit``; ``invalid_request``: ``errors``,
+    the count of issues of which ``detail`` lists at most 20)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str = Field(description="a stable code: invalid_request, invalid_input, unauthorized, queue_full, ...")
+    detail: str | list[FieldIssue] = Field(description="what is wrong, in words (invalid_request: the issues)")
 
 
 class ServiceError(Exception):
@@ -94,7 +101,8 @@ class _Worker:
 
     Admission, the counters and the timeout run on the event loop; the model runs on one
     thread. A request leaves the count only when its work is done or cancelled before it
-    started, so a timed-out request that is still running keeps its place and the bound holds.
+    started, so a timed-out request that is still running keeps its place and the bound holds;
+    one whose client hangs up while it waits is cancelled, so the dead do not fill the queue.
     """
 
     def __init__(self, source: Any, max_queue: int):
@@ -121,7 +129,11 @@ class _Worker:
         mean = sum(self._seconds) / len(self._seconds)
         return max(1, math.ceil(mean * max(self.admitted, 1)))
 
-    async def run(self, work: Callable[[Attributor], AttributionResult], timeout: float) -> AttributionResult:
+    async def run(
+        self, work: Callable[[Attributor], AttributionResult], timeout: float, gone: Awaitable[None]
+    ) -> AttributionResult:
+        """``work`` on the model within ``timeout`` seconds; ``gone`` completes when the client
+        hangs up, which cancels the work if it has not started (a started one runs to its end)."""
         with self._lock:
             if self.admitted > self.max_queue:
                 raise ServiceError(
@@ -133,10 +145,18 @@ class _Worker:
             self.admitted += 1
         future = self._executor.submit(self._timed, work)
         future.add_done_callback(self._leave)
+        answer = asyncio.wrap_future(future)  # cancelling it cancels the work if not started
+        hangup = asyncio.ensure_future(gone)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-        except asyncio.TimeoutError:  # cancels the work if it has not started
-            raise ServiceError(504, "timeout", f"not answered within {timeout:g} s (queue wait included)") from None
+            await asyncio.wait({answer, hangup}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if answer.done():
+                return answer.result()
+            answer.cancel()
+            if hangup.done():  # nobody reads this answer; the status is for the access log
+                raise ServiceError(499, "client_closed_request", "the client hung up before the answer")
+            raise ServiceError(504, "timeout", f"not answered within {timeout:g} s (queue wait included)")
+        finally:
+            hangup.cancel()
 
     def _timed(self, work: Callable[[Attributor], AttributionResult]) -> AttributionResult:
         with self._lock:
@@ -164,9 +184,11 @@ class _Worker:
 
 
 class _Guard:
-    """Raw ASGI checks made before the body is read: the API key on ``/v1/`` (so an
-    unauthenticated client learns nothing about the body), then the body size, from
-    ``Content-Length`` and again while the body streams in (chunked uploads have no length)."""
+    """Raw ASGI checks made before the body is read, and the security headers of every
+    response. Without an API key, only a loopback ``Host`` is answered (a page on another site
+    that rebinds its name to 127.0.0.1 must not reach the service); with one, the key on
+    ``/v1/`` (so an unauthenticated client learns nothing about the body); then the body size,
+    from ``Content-Length`` and again while the body streams in (chunked uploads have no length)."""
 
     def __init__(self, app: Any, settings: ServiceSettings):
         self.app = app
@@ -176,24 +198,37 @@ class _Guard:
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+
+        async def secured(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("x-content-type-options", "nosniff")
+                headers.setdefault("referrer-policy", "no-referrer")
+                headers.setdefault("content-security-policy", DEFAULT_CSP)
+            await send(message)
+
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host")
+        if self.key is None and host is not None and not is_loopback(_host_name(host)):
+            detail = f"Host {host!r} is not a loopback name: this server has no API key and answers only 127.0.0.1, [::1] and localhost"
+            return await ServiceError(400, "host_not_allowed", detail).response()(scope, receive, secured)
         if self.key is not None and scope["path"].startswith("/v1/"):
             scheme, _, token = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.key):
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode("latin-1"), self.key):
                 error = ServiceError(
                     401,
                     "unauthorized",
                     "missing or wrong API key: send 'Authorization: Bearer KEY'",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
-                return await error.response()(scope, receive, send)
+                return await error.response()(scope, receive, secured)
         length = headers.get("content-length")
         if length is not None and not length.isdigit():
             return await ServiceError(400, "bad_request", f"invalid Content-Length {length!r}").response()(
-                scope, receive, send
+                scope, receive, secured
             )
         if length is not None and int(length) > self.max_body:
-            return await self._too_large(length, scope, receive, send)
+            return await self._too_large(length, scope, receive, secured)
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -202,7 +237,7 @@ class _Guard:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_body:
-                return await self._too_large(f"over {self.max_body}", scope, receive, send)
+                return await self._too_large(f"over {self.max_body}", scope, receive, secured)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
@@ -215,11 +250,45 @@ class _Guard:
             delivered = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        return await self.app(scope, replay, send)
+        return await self.app(scope, replay, secured)
 
     async def _too_large(self, size: str, scope: dict, receive: Callable, send: Callable) -> None:
         detail = f"the request body is {size} bytes, the limit is {self.max_body} (--max-body)"
         await ServiceError(413, "body_too_large", detail, limit=self.max_body).response()(scope, receive, send)
+
+
+def _host_name(host: str) -> str:
+    """The name of a ``Host`` header, without its port: ``[::1]:8000`` -> ``[::1]``."""
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def parse_request(body: bytes, max_documents: int) -> AttributionRequest:
+    """The request of a JSON body, or a ``ServiceError``. Run off the event loop: the document
+    count is checked on the parsed JSON before any model is built (validating the 249,000
+    one-character documents that fit in 1 MB takes seconds, all of it holding the GIL)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, nested too deeply
+        issue = {"loc": ["body"], "msg": f"invalid JSON: {error}", "type": "json_invalid"}
+        raise ServiceError(422, "invalid_request", [issue], errors=1) from None
+    documents = data.get("documents") if isinstance(data, dict) else None
+    if isinstance(documents, list) and len(documents) > max_documents:
+        detail = f"{len(documents)} documents, the limit is {max_documents} (--max-documents)"
+        raise ServiceError(422, "too_many_documents", detail, documents=len(documents), limit=max_documents)
+    try:
+        return AttributionRequest.model_validate(data)
+    except ValidationError as error:
+        raise ServiceError(422, "invalid_request", _issues(error.errors()), errors=error.error_count()) from None
+
+
+def _issues(errors: Any) -> list[dict[str, Any]]:
+    """The first ``MAX_ISSUES`` validation errors as ``FieldIssue`` dicts, located in the body."""
+    return [
+        {"loc": ["body", *e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in list(errors)[:MAX_ISSUES]
+    ]
 
 
 class Health(BaseModel):
@@ -245,9 +314,31 @@ _INDEX = f"""<!doctype html>
 <li><code>POST /v1/attribute</code>: the attribution as JSON (<code>AttributionResult</code>)</li>
 <li><code>POST /v1/attribute/html</code>: the same, as a self-contained HTML view of the citations</li>
 <li><code>GET /healthz</code>: model loaded, queue length</li>
-<li><a href="/docs">/docs</a>: the OpenAPI documentation</li>
+<li><a href="/docs">/docs</a>: the OpenAPI documentation (Swagger UI served by this server, no CDN);
+<a href="/openapi.json">/openapi.json</a>: the OpenAPI document</li>
 </ul></body></html>
 """
+
+# Every status an attribution endpoint answers besides 200, each with the ErrorBody.
+_ERRORS = {
+    400: "a Host header that is not loopback on a server without a key, or an invalid Content-Length",
+    401: "missing or wrong API key (servers with a key)",
+    413: "request body over --max-body",
+    422: "invalid request (invalid_request: the issues), over --max-documents (too_many_documents), "
+    "or input the model refuses, such as a prompt over its window (invalid_input, with the numbers)",
+    501: "an option whose extra this server lacks (not_installed: what to install)",
+    503: "queue full or out of memory (Retry-After says when to retry)",
+    504: "not answered within --timeout (queue wait included)",
+}
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": description, "model": ErrorBody} for status, description in _ERRORS.items()
+}
+_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AttributionRequest"}}},
+    }
+}
 
 
 def create_app(attributor: Any, settings: ServiceSettings | None = None) -> FastAPI:
@@ -263,56 +354,59 @@ def create_app(attributor: Any, settings: ServiceSettings | None = None) -> Fast
         yield
         worker.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="attribot-rag",
         version=__version__,
         summary="Faithful leave-one-out citations for RAG answers",
         description="POST a question (or the chat messages the LLM read), its retrieved documents and the answer; "
         "get every document and sentence scored by how much the answer's log-probability drops without it. "
-        "Errors are JSON objects {'error': code, 'detail': ...}.",
+        "Errors are JSON objects {'error': code, 'detail': ...} (ErrorBody).",
         lifespan=lifespan,
+        redoc_url=None,
+        swagger_ui_parameters={"validatorUrl": None},  # Swagger UI's online validator: off
     )
     # Declared for the OpenAPI docs; _Guard checks the key before the body is read.
     bearer = [Security(HTTPBearer(auto_error=False, description="the server's API key"))] if settings.api_key else []
+
+    async def attribution(request: Request) -> tuple[AttributionRequest, AttributionResult]:
+        body = await run_in_threadpool(parse_request, await request.body(), settings.max_documents)
+        capped = body.model_copy(
+            update={"options": _capped(body.options or settings.options, settings.options.max_forwards)}
+        )
+        return body, await worker.run(capped.attribute, settings.timeout, _hangup(request))
 
     @app.post(
         "/v1/attribute",
         response_model=AttributionResult,
         dependencies=bearer,
-        responses={
-            401: {"description": "missing or wrong API key"},
-            413: {"description": "request body over --max-body"},
-            422: {
-                "description": "invalid request, too many documents, or a prompt over the model's window (with the numbers)"
-            },
-            503: {"description": "queue full (Retry-After says when to retry) or out of memory"},
-            504: {"description": "not answered within --timeout"},
-        },
+        responses=_ERROR_RESPONSES,
+        openapi_extra=_REQUEST_BODY,
     )
-    async def attribute(body: AttributionRequest) -> AttributionResult:
+    async def attribute(request: Request) -> AttributionResult:
         """Attribute an answer to its documents: the CLI's JSON input (``question``,
         ``documents``, ``answer``; or ``messages`` instead of ``question``) with optional
-        ``options`` (method, budget, ...; default: the server's)."""
-        count = len(body.documents)
-        if count > settings.max_documents:
-            detail = f"{count} documents, the limit is {settings.max_documents} (--max-documents)"
-            raise ServiceError(422, "too_many_documents", detail, documents=count, limit=settings.max_documents)
-        request = body.model_copy(
-            update={"options": _capped(body.options or settings.options, settings.options.max_forwards)}
-        )
-        return await worker.run(request.attribute, settings.timeout)
+        ``options`` (method, budget, ...; default: the server's). Without ``answer`` (question
+        form) the server's model answers first."""
+        return (await attribution(request))[1]
 
-    @app.post("/v1/attribute/html", response_class=HTMLResponse, dependencies=bearer)
-    async def attribute_html(body: AttributionRequest) -> HTMLResponse:
+    @app.post(
+        "/v1/attribute/html",
+        response_class=HTMLResponse,
+        dependencies=bearer,
+        responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}, **_ERROR_RESPONSES},
+        openapi_extra=_REQUEST_BODY,
+    )
+    async def attribute_html(request: Request) -> HTMLResponse:
         """The same attribution as ``/v1/attribute``, as the self-contained HTML view (the
         one of ``AttributionResult.to_html``; every text escaped, no network)."""
-        result = await attribute(body)
-        return HTMLResponse(result.to_html(body.question))
+        body, result = await attribution(request)
+        html = await run_in_threadpool(result.to_html, body.question)
+        return HTMLResponse(html, headers={"Content-Security-Policy": f"{VIEW_CSP}; frame-ancestors 'none'"})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         """A page for people: what this service is and where its API and views are."""
-        return HTMLResponse(_INDEX)
+        return HTMLResponse(_INDEX, headers={"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"})
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
@@ -330,9 +424,40 @@ def create_app(attributor: Any, settings: ServiceSettings | None = None) -> Fast
             version=__version__,
         )
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document plus the request body's schema (the endpoints parse the body
+        themselves, off the event loop, so FastAPI does not see its model)."""
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                description=app.description,
+                routes=app.routes,
+            )
+            _, definitions = models_json_schema(
+                [(AttributionRequest, "validation")], ref_template="#/components/schemas/{model}"
+            )
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for name, schema in definitions["$defs"].items():
+                if schemas.setdefault(name, schema) != schema:
+                    raise RuntimeError(f"two OpenAPI schemas named {name}")
+            schemas["AttributionRequest"]["properties"]["documents"]["maxItems"] = settings.max_documents
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend it
     _add_error_handlers(app)
     app.add_middleware(_Guard, settings=settings)
     return app
+
+
+async def _hangup(request: Request) -> None:
+    """Completes when the client disconnects: the body has been read, so uvicorn's next
+    ``receive`` gives the disconnect, or nothing until the response is sent. A server whose
+    ``receive`` says anything else cannot be watched: then this never completes."""
+    if (await request.receive())["type"] != "http.disconnect":
+        await asyncio.Event().wait()
 
 
 def _capped(options: AttributionOptions, cap: int | None) -> AttributionOptions:
@@ -353,10 +478,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        detail = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in error.errors()
-        ]
-        return ServiceError(422, "invalid_request", detail).response()
+        issues = list(error.errors())
+        return ServiceError(422, "invalid_request", _issues(issues), errors=len(issues)).response()
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
@@ -376,6 +499,79 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal(_: Request, error: Exception) -> JSONResponse:  # Starlette logs the traceback
         return ServiceError(500, "internal_error", f"{type(error).__name__}; the server log has the details").response()
+
+
+def bounded_protocol(settings: ServiceSettings) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with the bounds uvicorn lacks: at most ``max_connections`` open
+    (one past it gets a 503 and is closed at once, so slow clients cannot hold every file
+    descriptor), and each request's headers and body received within ``receive_timeout`` of the
+    connection opening or of the previous response (else 408 and close: a slowloris client
+    that sends a byte at a time is cut off). Idle keep-alive stays uvicorn's 5 s."""
+
+    class BoundedH11Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > settings.max_connections:
+                detail = f"{settings.max_connections} connections are open, the limit (--max-connections); retry later"
+                self._refuse(HTTPStatus.SERVICE_UNAVAILABLE, "too_many_connections", detail)
+            else:
+                self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):  # the request is in
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            self._arm()  # before: a pipelined request that is complete disarms it again
+            super().on_response_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(settings.receive_timeout, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if self.transport.is_closing() or self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+                return
+            if self.cycle is not None and self.cycle.response_started:  # idle keep-alive, or answered early
+                self.transport.close()
+                return
+            if self.cycle is not None:  # the app waits for the body: it gets a disconnect
+                self.cycle.disconnected = True
+                self.cycle.message_event.set()
+            detail = f"the request was not received within {settings.receive_timeout:g} s (--receive-timeout)"
+            self._refuse(HTTPStatus.REQUEST_TIMEOUT, "receive_timeout", detail)
+
+        def _refuse(self, status: HTTPStatus, code: str, detail: str) -> None:
+            """Answer and close outside h11's state machine (no request, or one half received)."""
+            body = json.dumps({"error": code, "detail": detail}).encode()
+            head = (
+                f"HTTP/1.1 {status.value} {status.phrase}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n"
+            )
+            self.transport.write(head.encode() + body)
+            self.transport.close()
+
+    return BoundedH11Protocol
+
+
+def serve(app: FastAPI, host: str, port: int, settings: ServiceSettings) -> None:
+    """Run ``app`` under uvicorn with the service's connection bounds (``bounded_protocol``)."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, http=bounded_protocol(settings), log_level="info")
 
 
 def ray_application(

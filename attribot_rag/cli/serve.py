@@ -1,6 +1,7 @@
 """``attribot-rag serve``: the citation service (``attribot_rag.service``) under uvicorn, or
-as Ray Serve replicas with ``--ray``. Checks its settings (API key off loopback) before
-loading anything."""
+as Ray Serve replicas with ``--ray``. Checks its settings (API key off loopback, a key HTTP
+can carry) and that the port is free before loading anything; its limits' flags and defaults
+are ``ServiceSettings``'s."""
 
 from __future__ import annotations
 
@@ -8,23 +9,30 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
 from pydantic import ValidationError
 
+from ..service_settings import ServiceSettings, check_binding
 from .common import CliError, add_method_arguments, add_model_arguments, load_attributor, options_from
 
-if TYPE_CHECKING:
-    from ..service import ServiceSettings
-
-MIN_KEY_LENGTH = 16
+DEFAULTS = ServiceSettings()
+# Each limit's flag, from its ServiceSettings field (type, default and meaning).
+LIMITS = ("max_queue", "timeout", "max_documents", "max_body", "max_connections", "receive_timeout")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_method_arguments(parser)
+    forwards = next(action for action in parser._actions if action.dest == "max_forwards")
+    forwards.default = DEFAULTS.options.max_forwards
+    forwards.help = (
+        f"{forwards.help}; also caps every request's (default here {forwards.default}: about an exact "
+        "attribution of 100 documents of 19 sentences, so that one request cannot hold the model for hours)"
+    )
     parser.add_argument(
         "--host",
         default="127.0.0.1",
@@ -36,24 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="environment variable holding the API key that clients send as 'Authorization: Bearer KEY'",
     )
-    parser.add_argument(
-        "--max-queue",
-        type=int,
-        default=16,
-        help="requests that may wait for the model; past it 503 with Retry-After (default 16)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=300.0,
-        help="seconds to answer a request, queue included; past it 504 (default 300)",
-    )
-    parser.add_argument(
-        "--max-documents", type=int, default=100, help="documents per request; past it 422 (default 100)"
-    )
-    parser.add_argument(
-        "--max-body", type=int, default=1_000_000, help="request body bytes; past it 413 (default 1000000)"
-    )
+    for name in LIMITS:
+        field = ServiceSettings.model_fields[name]
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=type(field.default),
+            default=field.default,
+            help=f"{field.description} (default {field.default})",
+        )
     ray = parser.add_argument_group("Ray Serve (the ray extra)")
     ray.add_argument(
         "--ray", action="store_true", help="serve with Ray Serve: on the cluster of RAY_ADDRESS, else a local Ray"
@@ -69,34 +67,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> ServiceSettings:
-    """The service's settings, refused (exit 2) before any model loads: no key off loopback."""
-    try:
-        from ..service import ServiceSettings, check_binding
-    except ImportError as error:
-        raise CliError(
-            f"needs the serve extra ({error.name} is missing): pip install 'attribot-rag[serve]'", exit_code=1
-        ) from None
-    key = None
-    if args.api_key_env:
-        key = os.environ.get(args.api_key_env, "").strip()
-        if len(key) < MIN_KEY_LENGTH:
-            raise CliError(
-                f"--api-key-env {args.api_key_env}: the variable must hold a key of at least {MIN_KEY_LENGTH} characters"
-            )
+    """The service's settings, refused (exit 2) before any model loads: no key off loopback,
+    a key HTTP cannot carry."""
+    key = os.environ.get(args.api_key_env, "").strip() if args.api_key_env else None
     try:
         settings = ServiceSettings(
-            options=options_from(args),
-            api_key=key,
-            max_queue=args.max_queue,
-            timeout=args.timeout,
-            max_documents=args.max_documents,
-            max_body=args.max_body,
+            options=options_from(args), api_key=key, **{name: getattr(args, name) for name in LIMITS}
         )
         check_binding(args.host, settings)
     except ValidationError as error:
-        raise CliError(
-            "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in error.errors())
-        ) from None
+        raise CliError("; ".join(_flag(e["loc"], args) + f": {e['msg']}" for e in error.errors())) from None
     except ValueError as error:
         raise CliError(str(error)) from None
     if args.replicas < 1:
@@ -104,16 +84,39 @@ def settings_from(args: argparse.Namespace) -> ServiceSettings:
     return settings
 
 
+def _flag(location: Any, args: argparse.Namespace) -> str:
+    """The flag that set a ``ServiceSettings`` field."""
+    if location[0] == "api_key":
+        return f"--api-key-env {args.api_key_env}"
+    return "--" + "-".join(map(str, location)).replace("_", "-")
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port this process cannot listen on (busy, privileged) in one line, before the
+    model loads for minutes only to fail there (with uvicorn's own flags: address reuse)."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        reason = "it is in use (another server?)" if error.errno == 98 else error.strerror or str(error)
+        raise CliError(f"cannot listen on {host}:{port}: {reason}; choose another --port") from None
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    try:
+        from ..service import create_app, serve
+    except ImportError as error:
+        raise CliError(
+            f"needs the serve extra ({error.name} is missing): pip install 'attribot-rag[serve]'", exit_code=1
+        ) from None
+    check_port(args.host, args.port)
+    print(f"attribot-rag serve: loading model {args.model or 'SmolLM2-135M-Instruct (embedded)'} …", flush=True)
     if args.ray:
         return _run_ray(args, settings)
-    import uvicorn
-
-    from ..service import create_app
-
-    app = create_app(load_attributor(args, progress=False), settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    serve(create_app(load_attributor(args, progress=False), settings), args.host, args.port, settings)
     return 0
 
 
