@@ -44,19 +44,20 @@ def _document(document: Document | str) -> str | dict[str, Any]:
 
 class RemoteAttributor(KeywordForms):
     """Attribution by a service at ``url`` (``attribot-rag serve``), with the methods of
-    ``Attributor`` that the integrations call. ``api_key``: the server's key, sent as a bearer
-    token. ``timeout``: seconds to wait for an answer (attribution of a long prompt on a CPU
-    takes a while). A full queue (503) is retried ``retries`` times after the server's
-    ``Retry-After``. Failures raise ``RemoteAttributionError`` (``RemoteInputError``, a
-    ``ValueError``, for refused input). Safe to share between threads."""
+    ``Attributor`` that the integrations and batch records call. ``api_key``: the server's
+    key, sent as a bearer token. ``timeout``: seconds one call may take in all, retries and
+    their waits included (attribution of a long prompt on a CPU takes a while). A full queue
+    (503) is retried ``retries`` times after the server's ``Retry-After``, if that wait fits in
+    what is left of ``timeout``; otherwise the 503 is raised at once. Failures raise
+    ``RemoteAttributionError`` (``RemoteInputError``, a ``ValueError``, for refused input).
+    Safe to share between threads."""
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 300.0, retries: int = 2):
         self.url = url.rstrip("/")
+        self.timeout = timeout
         self.retries = retries
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(
-            base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0))
-        )
+        self._client = httpx.Client(base_url=self.url, headers=headers)
 
     def __repr__(self) -> str:
         return f"RemoteAttributor({self.url!r})"
@@ -87,6 +88,19 @@ class RemoteAttributor(KeywordForms):
         messages = messages if isinstance(messages, str) else [dict(m) for m in messages]
         return self._post({"messages": messages, "documents": documents, "answer": answer, "options": options})
 
+    def generate_answer(self, question: str, documents: Sequence[Document | str], max_new_tokens: int = 48) -> str:
+        """``Attributor.generate_answer`` by the service's model: the service has no endpoint for
+        generation alone, so this sends a question-only request (the server answers, then
+        attributes with the cheapest method, ``fast``) and returns its answer. The server
+        generates 48 new tokens at most; another ``max_new_tokens`` is refused."""
+        if max_new_tokens != 48:
+            raise ValueError(
+                f"the service generates at most 48 new tokens; max_new_tokens={max_new_tokens} is not offered"
+            )
+        return self._post(
+            {"question": question, "documents": documents, "options": AttributionOptions(method="fast")}
+        ).answer
+
     def _post(self, fields: dict[str, Any]) -> AttributionResult:
         if isinstance(fields["documents"], (str, Document)) or not isinstance(fields["documents"], Sequence):
             raise TypeError("documents must be a list of Document objects or strings")
@@ -95,24 +109,31 @@ class RemoteAttributor(KeywordForms):
             "documents": [_document(d) for d in fields["documents"]],
             "options": fields["options"].model_dump(),
         }
+        deadline = time.monotonic() + self.timeout
         for attempt in range(self.retries + 1):
+            left = deadline - time.monotonic()
             try:
-                response = self._client.post("/v1/attribute", json=body)
+                response = self._client.post(
+                    "/v1/attribute", json=body, timeout=httpx.Timeout(left, connect=min(left, 10.0))
+                )
             except httpx.HTTPError as error:
                 raise RemoteAttributionError(
                     f"attribution service at {self.url}: {type(error).__name__}: {error}"
                 ) from error
             wait = response.headers.get("retry-after", "")
-            if response.status_code == 503 and attempt < self.retries and wait.isdigit():
-                time.sleep(int(wait))
-                continue
-            break
+            if response.status_code != 503 or attempt == self.retries or not wait.isdigit():
+                break
+            if int(wait) >= deadline - time.monotonic():
+                raise _error(
+                    self.url, response, f" (Retry-After {wait} s is past the client's timeout={self.timeout:g} s)"
+                )
+            time.sleep(int(wait))
         if response.is_success:
             return AttributionResult.model_validate_json(response.content)
         raise _error(self.url, response)
 
 
-def _error(url: str, response: httpx.Response) -> RemoteAttributionError:
+def _error(url: str, response: httpx.Response, note: str = "") -> RemoteAttributionError:
     """The service's ``{"error", "detail"}`` (or whatever a proxy in between sent) as an exception."""
     try:
         payload = response.json()
@@ -123,7 +144,9 @@ def _error(url: str, response: httpx.Response) -> RemoteAttributionError:
     else:
         code, detail = None, response.text[:200]
     message = (
-        f"attribution service at {url}: HTTP {response.status_code}" + (f" {code}" if code else "") + f": {detail}"
+        f"attribution service at {url}: HTTP {response.status_code}"
+        + (f" {code}" if code else "")
+        + f": {detail}{note}"
     )
     kind = RemoteInputError if response.status_code in (413, 422) else RemoteAttributionError
     return kind(message, status=response.status_code, code=code)
