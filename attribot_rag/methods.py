@@ -2,9 +2,10 @@
 
 Each returns ``Drops``: per answer-token log-prob drops of every span it scored, so that a
 span's score is the sum of its drops and an answer sentence's score the sum over its tokens.
-Ablations delete characters and re-tokenize (about a millisecond); deleting token ranges
-instead would keep the space that byte-level BPE glues to a sentence's first token and move
-scores by up to 0.4 nats.
+Ablations delete characters by one rule (``ablation.removal``: a span with one adjacent
+whitespace run, so that the prompt without it reads as written text) and re-tokenize (about a
+millisecond); deleting token ranges instead would keep the space that byte-level BPE glues to a
+sentence's first token and move scores by up to 0.4 nats.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Literal, get_args
 
+from .ablation import ablate, cut, masked_tokens, removal, shift
 from .prompt import RenderedPrompt, TokenizedText
 from .similarity import bm25_scores
 
@@ -48,24 +50,6 @@ class Drops:
     sentences: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
-def cut(text: str, spans: list[Span]) -> str:
-    """``text`` without the character spans ``spans`` (sorted, disjoint)."""
-    kept, cursor = [], 0
-    for start, end in sorted(spans):
-        kept.append(text[cursor:start])
-        cursor = end
-    return "".join(kept) + text[cursor:]
-
-
-def _shift(spans: list[Span], removed: list[Span]) -> list[Span]:
-    """Character spans moved to their place in the text without ``removed``."""
-
-    def at(position: int) -> int:
-        return position - sum(min(end, position) - start for start, end in removed if start < position)
-
-    return [(at(start), at(end)) for start, end in spans]
-
-
 def _loo(
     problem: Problem,
     spans: list[Span],
@@ -75,11 +59,14 @@ def _loo(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Drop of each span on the prompt without ``removed``, relative to that prompt
     (``known``: the full prompt's ``full_pass``, when nothing is removed)."""
-    text = cut(problem.rendered.text, list(removed))
-    literal = _shift(list(problem.rendered.literal_spans), list(removed))  # user text stays text
-    tokens = lambda t, cuts: TokenizedText.of(problem.tokenizer, t, _shift(literal, cuts)).ids  # noqa: E731
-    base = problem.prompt.ids if not removed else tokens(text, [])
-    ablations = [tokens(cut(text, [span]), [span]) for span in _shift(spans, list(removed))]
+    text, cuts = ablate(problem.rendered.text, removed)
+    literal = shift(list(problem.rendered.literal_spans), cuts)  # user text stays text
+
+    def tokens(ablated: tuple[str, list[Span]]) -> list[int]:
+        return TokenizedText.of(problem.tokenizer, ablated[0], shift(literal, ablated[1])).ids
+
+    base = problem.prompt.ids if not cuts else tokens((text, []))
+    ablations = [tokens(ablate(text, [span])) for span in shift(spans, cuts)]
     if naive:
         full, ablated = problem.scorer.naive_loo(base, problem.answer.ids, ablations)
     else:
@@ -91,9 +78,8 @@ def context_gain(problem: Problem, full: torch.Tensor) -> float:
     """log p(answer | prompt) - log p(answer | prompt without any document): how much the answer
     rests on the documents at all, the cheapest groundedness signal (one forward of the short
     prompt that is left)."""
-    removed = list(problem.rendered.document_spans)
-    literal = _shift(list(problem.rendered.literal_spans), removed)
-    ids = TokenizedText.of(problem.tokenizer, cut(problem.rendered.text, removed), literal).ids
+    text, cuts = ablate(problem.rendered.text, problem.rendered.document_spans)
+    ids = TokenizedText.of(problem.tokenizer, text, shift(list(problem.rendered.literal_spans), cuts)).ids
     return float(full.sum() - problem.scorer.naive_logprobs(ids, problem.answer.ids).sum())
 
 
@@ -105,11 +91,10 @@ def _frozen(
     problem: Problem, spans: list[Span], known: FullPass | None = None
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Frozen-context drops of each span: only the text after the last document is recomputed."""
-    prompt = problem.prompt
+    prompt, text = problem.prompt, problem.rendered.text
     tail = prompt.token_range(*problem.rendered.document_spans[-1])[1]
-    full, ablated = problem.scorer.frozen_loo(
-        prompt.ids, problem.answer.ids, tail, [prompt.token_range(*s) for s in spans], known
-    )
+    masked = [masked_tokens(prompt, text, *removal(text, [span])[0]) for span in spans]
+    full, ablated = problem.scorer.frozen_loo(prompt.ids, problem.answer.ids, tail, masked, known)
     return full, [full - row for row in ablated]
 
 

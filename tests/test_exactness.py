@@ -74,11 +74,46 @@ def logprob(loaded: Attributor | LoadedModel, prompt: str, answer: str) -> float
     return logits.log_softmax(-1).gather(-1, torch.tensor(answer_ids, device=model.device)[:, None]).sum().item()
 
 
+def removed_ranges(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The characters the README's rule deletes to remove ``spans``, written out here apart from
+    the library: spans with only whitespace between them go as one; one that begins or ends with
+    whitespace goes alone; else it takes the whitespace after it inside a line, the whitespace
+    before it at a line's end, and for a whole line the shorter line break around it."""
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and text[merged[-1][1] : start].strip() == "":
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    ranges = []
+    for start, end in merged:
+        before = len(text[:start]) - len(text[:start].rstrip())
+        after = len(text[end:]) - len(text[end:].lstrip())
+        run_before, run_after = text[start - before : start], text[end : end + after]
+        if text[start:end] != text[start:end].strip():
+            before = after = 0
+        elif after and "\n" not in run_after:
+            before = 0
+        elif before and "\n" not in run_before:
+            after = 0
+        elif before and after:
+            before, after = (before, 0) if before <= after else (0, after)
+        ranges.append((start - before, end + after))
+    return ranges
+
+
 def without(text: str, *spans: tuple[int, int]) -> str:
-    """``text`` with the character spans ``spans`` cut out."""
-    for start, end in sorted(spans, reverse=True):
+    """``text`` without the character spans ``spans``, by the rule."""
+    for start, end in reversed(removed_ranges(text, list(spans))):
         text = text[:start] + text[end:]
     return text
+
+
+def shifted(text: str, removed: list[tuple[int, int]], position: int) -> int:
+    """Where ``position`` of ``text`` lies in ``without(text, *removed)``."""
+    return position - sum(
+        min(end, position) - start for start, end in removed_ranges(text, removed) if start < position
+    )
 
 
 def reference_scores(loaded, prompt: str, answer: str, spans: list[tuple[int, int]]) -> list[float]:
@@ -157,8 +192,7 @@ def _check_sentences_scored_on_the_pruned_prompt(
             assert sentence.score is None
             continue
         # the sentence's offsets in the pruned prompt: the dropped blocks before it are gone
-        shift = sum(end - start for start, end in dropped if end <= sentence.prompt_start)
-        start, end = sentence.prompt_start - shift, sentence.prompt_end - shift
+        start, end = (shifted(result.prompt, dropped, at) for at in (sentence.prompt_start, sentence.prompt_end))
         assert pruned_prompt[start:end] == sentence.text
         expected = full - logprob(attributor, without(pruned_prompt, (start, end)), answer)
         assert sentence.score == pytest.approx(expected, abs=TOLERANCE), sentence.text
@@ -228,8 +262,9 @@ def test_pruned_reports_the_targets_scores_on_the_pruned_context(attributor: Att
     differs = 0.0
     for i in kept:
         sentence = result.sentences[i]
-        shift = sum(end - start for start, end in dropped if end <= sentence.prompt_start)
-        ablated = without(pruned_prompt, (sentence.prompt_start - shift, sentence.prompt_end - shift))
+        start, end = (shifted(result.prompt, dropped, at) for at in (sentence.prompt_start, sentence.prompt_end))
+        assert pruned_prompt[start:end] == sentence.text
+        ablated = without(pruned_prompt, (start, end))
         assert sentence.score == pytest.approx(full["target"] - logprob(target, ablated, answer), abs=TOLERANCE)
         differs = max(differs, abs(sentence.score - (full["proxy"] - logprob(attributor, ablated, answer))))
     assert differs > 0.05  # the proxy's scores would have failed the line above
