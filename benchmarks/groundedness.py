@@ -1,11 +1,11 @@
 """Does the answer rest on the documents? Each signal's AUROC for telling supported answers
 from unsupported ones, on pairs anyone can rerun:
 
-    .venv/bin/python benchmarks/groundedness.py --dataset hotpotqa --n 40 --answer gold
-    .venv/bin/python benchmarks/groundedness.py --dataset hotpotqa --n 40 --answer paraphrase
-    .venv/bin/python benchmarks/groundedness.py --dataset hotpotqa --n 40 --answer model --max-new-tokens 80
-    .venv/bin/python benchmarks/groundedness.py --dataset squad2 --n 80 --answer model --max-new-tokens 80
-    .venv/bin/python benchmarks/groundedness.py --dataset squad2 --n 40 --answer unanswerable
+    .venv/bin/python -m benchmarks.groundedness --dataset hotpotqa --n 40 --answer gold
+    .venv/bin/python -m benchmarks.groundedness --dataset hotpotqa --n 40 --answer paraphrase
+    .venv/bin/python -m benchmarks.groundedness --dataset hotpotqa --n 40 --answer model --max-new-tokens 80
+    .venv/bin/python -m benchmarks.groundedness --dataset squad2 --n 80 --answer model --max-new-tokens 80
+    .venv/bin/python -m benchmarks.groundedness --dataset squad2 --n 40 --answer unanswerable
 
 The same question and answer with its evidence (supported) and without (unsupported):
 HotpotQA with the 2 gold paragraphs + 2 distractors against 4 distractors only; SQuAD 2.0
@@ -32,29 +32,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-import zlib
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from attribot_rag import Attributor, Document
-
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-import evaluation as ev  # noqa: E402
-from baselines import bm25, minilm  # noqa: E402
-from faithfulness import (  # noqa: E402
+from benchmarks import RESULTS
+from benchmarks import evaluation as ev
+from benchmarks.baselines import bm25, minilm
+from benchmarks.data import (
     DATA_DIR,
     FILES,
+    Item,
     complete_sentences,
+    distractors_only,
     documents_of,
     gold_answer,
     load_questions,
     select_documents,
 )
+from benchmarks.reports import command_line
 
 PARAPHRASE = (
     "Question: {question}\nShort answer: {answer}\n"
@@ -62,38 +63,55 @@ PARAPHRASE = (
 )
 
 
-def distractors_only(item: dict, count: int = 4) -> dict:
-    """The question with ``count`` of its non-gold paragraphs (seeded by the question id; a
-    SQuAD 2.0 question has 4: the other paragraphs of its article)."""
-    gold = {title for title, _ in item.get("supporting", [])}
-    others = [d for d in item["documents"] if d["title"] not in gold]
-    picked = set(np.random.default_rng(zlib.crc32(item["id"].encode())).permutation(len(others))[:count].tolist())
-    return dict(item, documents=[d for i, d in enumerate(others) if i in picked])
+@dataclass(frozen=True)
+class Case:
+    """A question and answer with documents that support it or not."""
+
+    question: str
+    documents: list[Document]
+    answer: str
+    supported: bool
+    id: str
+    gold_answer: str | None = None  # the dataset's answer, where the answer is another
+    answered_anyway: str | None = None  # the model's answer to an unanswerable question
 
 
-def pairs(
-    items: list[dict], dataset: str, answer_mode: str, att: Attributor, max_new_tokens: int = 32
-) -> list[tuple[str, list[Document], str, bool, dict]]:
-    """(question, documents, answer, supported, notes) cases; the model's answers are cut to
-    complete sentences of at most ``max_new_tokens`` tokens."""
+@dataclass
+class CaseRow:
+    """A case's signals as written to the results (the notes of its ``Case`` where it has them)."""
+
+    question: str
+    answer: str
+    supported: bool
+    id: str
+    gold_answer: str | None
+    answered_anyway: str | None
+    signals: dict[str, float]
+    claims: list[dict[str, float]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in ("gold_answer", "answered_anyway")}
+
+
+def pairs(items: list[Item], dataset: str, answer_mode: str, att: Attributor, max_new_tokens: int = 32) -> list[Case]:
+    """The cases; the model's answers are cut to complete sentences of at most
+    ``max_new_tokens`` tokens."""
     cases = []
     for item in items:
         if answer_mode == "unanswerable":
             documents = documents_of(item)
-            if gold_answer(item):
-                cases.append((item["question"], documents, gold_answer(item), True, {"id": item["id"]}))
+            gold = gold_answer(item)
+            if gold:
+                cases.append(Case(item["question"], documents, gold, True, item["id"]))
             else:
                 answer = complete_sentences(att.generate(item["question"], documents, max_new_tokens=max_new_tokens))
                 if answer:
-                    cases.append(
-                        (item["question"], documents, answer, False, {"id": item["id"], "answered_anyway": answer})
-                    )
+                    cases.append(Case(item["question"], documents, answer, False, item["id"], answered_anyway=answer))
             continue
         gold = gold_answer(item)
         if not gold:  # an unanswerable SQuAD question has no gold paragraph to remove
             continue
         supported = documents_of(select_documents(item, "gold4" if dataset == "hotpotqa" else "full"))
-        notes = {"id": item["id"], "gold_answer": gold}
         if answer_mode == "gold":
             answer = gold
         elif answer_mode == "model":
@@ -105,11 +123,11 @@ def pairs(
                     max_new_tokens=40,
                 )
             )
-        notes["answer"] = answer
         if not answer.strip():
             continue
-        cases.append((item["question"], supported, answer, True, notes))
-        cases.append((item["question"], documents_of(distractors_only(item)), answer, False, notes))
+        unsupported = documents_of(distractors_only(item))
+        cases.append(Case(item["question"], supported, answer, True, item["id"], gold_answer=gold))
+        cases.append(Case(item["question"], unsupported, answer, False, item["id"], gold_answer=gold))
     return cases
 
 
@@ -159,13 +177,13 @@ def signals(
     return out, claims if len(claims) > 1 else []
 
 
-def summarize(rows: list[dict]) -> dict[str, dict]:
-    """AUROC of each signal over ``rows`` (cases or claims: ``supported`` and ``signals``)."""
-    names = [k for k in rows[0]["signals"] if not k.endswith("seconds")] if rows else []
+def summarize(labelled: list[tuple[bool, dict[str, float]]]) -> dict[str, dict]:
+    """AUROC of each signal over cases or claims, each given as (supported, signals)."""
+    names = [k for k in labelled[0][1] if not k.endswith("seconds")] if labelled else []
     summary = {}
     for name in names:
-        positive = [r["signals"][name] for r in rows if r["supported"]]
-        negative = [r["signals"][name] for r in rows if not r["supported"]]
+        positive = [signals[name] for supported, signals in labelled if supported]
+        negative = [signals[name] for supported, signals in labelled if not supported]
         # bootstrap over cases: resample supported and unsupported cases independently
         rng = np.random.default_rng(0)
         boots = (
@@ -193,14 +211,15 @@ def table(summary: dict[str, dict]) -> list[str]:
     return lines
 
 
-def write(rows: list[dict], meta: dict, out: Path, name: str) -> None:
-    summary = summarize(rows)
-    claims = [{"supported": r["supported"], "signals": c} for r in rows for c in r["claims"]]
+def write(rows: list[CaseRow], meta: dict[str, Any], out: Path, name: str) -> None:
+    summary = summarize([(r.supported, r.signals) for r in rows])
+    claims = [(r.supported, c) for r in rows for c in r.claims]
     claim_summary = summarize(claims)
     out.mkdir(parents=True, exist_ok=True)
     payload = {k: v for k, v in meta.items() if not k.startswith("_")}
+    cases = [row.to_json() for row in rows]
     (out / f"groundedness_{name}.json").write_text(
-        json.dumps(dict(payload, summary=summary, claim_summary=claim_summary, cases=rows), indent=1) + "\n"
+        json.dumps(dict(payload, summary=summary, claim_summary=claim_summary, cases=cases), indent=1) + "\n"
     )
     lines = [
         f"# Groundedness: {name}",
@@ -222,8 +241,12 @@ def write(rows: list[dict], meta: dict, out: Path, name: str) -> None:
     (out / f"groundedness_{name}.md").write_text("\n".join(lines) + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.groundedness",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--dataset", choices=sorted(FILES), default="hotpotqa")
     parser.add_argument("--n", type=int, default=40, help="questions (HotpotQA: 2 cases each)")
     parser.add_argument(
@@ -236,40 +259,43 @@ def main() -> None:
     parser.add_argument(
         "--max-new-tokens", type=int, default=32, help="the model's answers (more: answers of several sentences)"
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    return parser
+
+
+def main() -> None:
+    arguments = parser()
+    args = arguments.parse_args()
     args.answer = args.answer or ("unanswerable" if args.dataset == "squad2" else "gold")
     if args.answer == "unanswerable" and args.dataset != "squad2":
-        parser.error("--answer unanswerable needs --dataset squad2")
+        arguments.error("--answer unanswerable needs --dataset squad2")
     torch.set_num_threads(1)
     meta = {
         "_start": time.perf_counter(),
-        "command": " ".join([".venv/bin/python", "benchmarks/groundedness.py", *sys.argv[1:]]),
+        "command": command_line("groundedness"),
         "dataset": args.dataset,
         "answer": args.answer,
     }
     name = args.dataset if args.answer == "unanswerable" else f"{args.dataset}_{args.answer}"
     att = Attributor()
     items = load_questions(DATA_DIR / FILES[args.dataset], args.n)
-    rows = []
-    for i, (question, documents, answer, supported, notes) in enumerate(
-        pairs(items, args.dataset, args.answer, att, args.max_new_tokens)
-    ):
-        answer_signals, claims = signals(att, question, documents, answer, args.methods)
+    rows: list[CaseRow] = []
+    for i, case in enumerate(pairs(items, args.dataset, args.answer, att, args.max_new_tokens)):
+        answer_signals, claims = signals(att, case.question, case.documents, case.answer, args.methods)
         rows.append(
-            {
-                "question": question,
-                "answer": answer,
-                "supported": supported,
-                **notes,
-                "signals": answer_signals,
-                "claims": claims,
-            }
+            CaseRow(
+                question=case.question,
+                answer=case.answer,
+                supported=case.supported,
+                id=case.id,
+                gold_answer=case.gold_answer,
+                answered_anyway=case.answered_anyway,
+                signals=answer_signals,
+                claims=claims,
+            )
         )
-        print(
-            f"[{i + 1}] {'supported  ' if supported else 'unsupported'} gain {rows[-1]['signals']['context gain']:.2f}: {answer[:60]}",
-            flush=True,
-        )
+        label = "supported  " if case.supported else "unsupported"
+        print(f"[{i + 1}] {label} gain {answer_signals['context gain']:.2f}: {case.answer[:60]}", flush=True)
         write(rows, meta, args.out, name)
     print((args.out / f"groundedness_{name}.md").read_text())
 

@@ -6,7 +6,7 @@ package reassembles it and checks the whole file's SHA-256 (a5fd3b62...6818). Th
 vocabulary). The tokenizer has no chat template (base model), so the prompt is the plain
 message after the BOS token, plus an answer cue.
 
-    .venv/bin/python benchmarks/second_model.py      # prints the converted directory
+    .venv/bin/python -m benchmarks.second_model      # prints the converted directory
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The citation service under load against direct calls, in one run, on loopback only.
 
-    modeljob nice -n 10 .venv/bin/python benchmarks/serve.py --n 100 --concurrency 8
+    modeljob nice -n 10 .venv/bin/python -m benchmarks.serve --n 100 --concurrency 8
 
 Builds ``--n`` requests from SQuAD 2.0 questions (``--documents`` paragraphs each, the gold
 answer as "The answer is X."), times them as direct ``Attributor`` calls one after another,
@@ -28,31 +28,11 @@ from typing import Any
 
 import httpx
 
-from attribot_rag import AttributionOptions, Attributor, Document, RemoteAttributor
+from attribot_rag import AttributionOptions, Attributor, RemoteAttributor
 from attribot_rag.service_process import ServiceProcess
-
-ROOT = Path(__file__).resolve().parent
-DATA = ROOT / "data" / "squad2_dev_sample.jsonl"
-
-
-def requests_from(path: Path, n: int, documents: int) -> list[tuple[str, list[Document], str]]:
-    """``n`` (question, documents, answer) triples from answerable questions, cycling if needed."""
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            item = json.loads(line)
-            if item.get("answers"):
-                docs = [
-                    Document(text=d["text"], title=d["title"], id=d["title"]) for d in item["documents"][:documents]
-                ]
-                rows.append((item["question"], docs, f"The answer is {item['answers'][0]['text']}."))
-    return [rows[i % len(rows)] for i in range(n)]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from benchmarks import RESULTS, ROOT
+from benchmarks.data import SQUAD2, service_requests
+from benchmarks.measure import cpu_seconds
 
 
 def summary(latencies: list[float], wall: float, cpu: float) -> dict[str, Any]:
@@ -119,8 +99,10 @@ def served_phase(
     return row, [result for _, result in done]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=100, help="requests (default 100)")
     parser.add_argument("--concurrency", type=int, default=8, help="client threads (default 8)")
     parser.add_argument("--documents", type=int, default=2, help="SQuAD paragraphs per request (default 2)")
@@ -129,11 +111,14 @@ def main() -> None:
     parser.add_argument(
         "--max-seconds", type=float, default=900, help="stop sending after this long, per phase (default 900)"
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "serve.json")
-    args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a kill still stops the server below
+    parser.add_argument("--out", type=Path, default=RESULTS / "serve.json")
+    return parser
 
-    requests = requests_from(DATA, args.n, args.documents)
+
+def main() -> None:
+    args = parser().parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a kill still stops the server below
+    requests = service_requests(SQUAD2, args.n, args.documents)
     options = AttributionOptions(method=args.method, budget=args.budget)
     method = ["--method", args.method, *(["--budget", args.budget] if args.method == "auto" else [])]
     with ServiceProcess("--max-queue", str(args.concurrency), *method) as server:
@@ -146,7 +131,7 @@ def main() -> None:
     pairs = [(a, b) for a, b in zip(direct_results, served_results, strict=True) if a is not None and b is not None]
     equal = sum(a.model_dump(exclude={"timings"}) == b.model_dump(exclude={"timings"}) for a, b in pairs)
     report = {
-        "command": f"modeljob nice -n 10 .venv/bin/python benchmarks/serve.py --n {args.n} --concurrency {args.concurrency} --documents {args.documents}",
+        "command": f"modeljob nice -n 10 .venv/bin/python -m benchmarks.serve --n {args.n} --concurrency {args.concurrency} --documents {args.documents}",
         "settings": {
             **vars(args),
             "out": str(args.out.relative_to(ROOT.parent)) if args.out.is_relative_to(ROOT.parent) else str(args.out),

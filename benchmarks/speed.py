@@ -2,13 +2,13 @@
 gold-sentence precision, on HotpotQA (benchmarks/data); how the default grows with the prompt;
 peak memory on many small documents.
 
-    modeljob nice -n 10 .venv/bin/python benchmarks/speed.py agreement --documents 4 --n 40
-    modeljob nice -n 10 .venv/bin/python benchmarks/speed.py agreement --documents 10 --n 30 --reference-n 10
-    modeljob nice -n 10 .venv/bin/python benchmarks/speed.py growth
-    modeljob nice -n 10 .venv/bin/python benchmarks/speed.py memory
+    modeljob nice -n 10 .venv/bin/python -m benchmarks.speed agreement --documents 4 --n 40
+    modeljob nice -n 10 .venv/bin/python -m benchmarks.speed agreement --documents 10 --n 30 --reference-n 10
+    modeljob nice -n 10 .venv/bin/python -m benchmarks.speed growth
+    modeljob nice -n 10 .venv/bin/python -m benchmarks.speed memory
 
 ``agreement``: each question (the gold answer scored; ``--documents 4``: the 2 gold paragraphs
-and 2 distractors, as ``faithfulness.py --setting gold4``; 10: all of them) runs every setting
+and 2 distractors, as ``benchmarks.faithfulness --setting gold4``; 10: all of them) runs every setting
 in turn, in one process, so that they share the machine's load. The reference is exact LOO in
 float32 (the ``faithful`` budget); settings without a dtype run in the default one
 (``dtype="auto"``). Expensive settings (exact, naive) run on the first ``--reference-n`` /
@@ -24,12 +24,12 @@ import argparse
 import itertools
 import json
 import math
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +40,12 @@ from attribot_rag import BUDGETS, Attributor, Document
 from attribot_rag.models import auto_dtype
 from attribot_rag.prompt import TokenizedText, render
 from attribot_rag.scorer import Scorer
+from benchmarks import RESULTS, ROOT
+from benchmarks import evaluation as ev
+from benchmarks.data import HOTPOTQA, Item, documents_of, gold_answer, gold_sentences, load_questions, select_documents
+from benchmarks.measure import cpu_and_wall
+from benchmarks.reports import cell, command_line, machine
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-import evaluation as ev  # noqa: E402  (the metrics, tested in tests/test_evaluation.py)
-from faithfulness import documents_of, gold_answer, gold_sentences, load_questions, select_documents  # noqa: E402
-
-DATA = ROOT / "data" / "hotpotqa_dev_sample.jsonl"
-RESULTS = ROOT / "results"
 REFERENCE = "exact-float32"
 # name -> (attribute() keyword arguments, dtype; None: the default)
 SETTINGS: dict[str, tuple[dict[str, Any], str | None]] = {
@@ -80,15 +78,6 @@ DEFAULT_SETTINGS = [
 ]
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
-
-
 class Attributors:
     """One Attributor per dtype, loaded on first use."""
 
@@ -106,22 +95,49 @@ class Attributors:
         return self._loaded[dtype]
 
 
+@dataclass
+class SettingRun:
+    """One setting on one question: its times, what it resolved to, and its scores."""
+
+    cpu: float
+    wall: float
+    dtype: str
+    method: str
+    options: dict[str, Any]
+    sentences: list[float | None]
+    documents: list[float | None]
+
+
+@dataclass
+class AgreementRow:
+    """One question of ``agreement``: every setting run on it, and what the summary needs."""
+
+    id: str
+    documents: int
+    gold: list[int]
+    settings: dict[str, SettingRun]
+    one_forward: dict[str, float]  # dtype -> CPU s of one forward of the full prompt and answer
+    sentences: int
+    sentence_documents: list[int]
+    prompt_tokens: int
+
+
 def run_setting(
     attributors: Attributors, name: str, question: str, documents: list[Document], answer: str
-) -> dict[str, Any]:
+) -> SettingRun:
     kwargs, dtype = SETTINGS[name]
     attributor = attributors.get(dtype)
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = attributor.attribute(question, documents, answer, **kwargs)
-    return {
-        "cpu": time.process_time() - cpu,
-        "wall": time.perf_counter() - wall,
-        "dtype": result.settings.dtype,
-        "method": result.settings.method,
-        "options": result.settings.options,
-        "sentences": [s.score for s in result.sentences],
-        "documents": [d.score for d in result.documents],
-    }
+    run = cpu_and_wall(lambda: attributor.attribute(question, documents, answer, **kwargs))
+    settings = run.result.settings
+    return SettingRun(
+        cpu=run.cpu,
+        wall=run.wall,
+        dtype=settings.dtype,
+        method=settings.method,
+        options=settings.options,
+        sentences=[s.score for s in run.result.sentences],
+        documents=[d.score for d in run.result.documents],
+    )
 
 
 def one_forward_cpu(attributor: Attributor, question: str, documents: list[Document], answer: str) -> float:
@@ -138,16 +154,16 @@ def one_forward_cpu(attributor: Attributor, question: str, documents: list[Docum
 
 
 def agreement_question(
-    item: dict, index: int, args: argparse.Namespace, attributors: Attributors
-) -> dict[str, Any] | None:
+    item: Item, index: int, args: argparse.Namespace, attributors: Attributors
+) -> AgreementRow | None:
     item = select_documents(item, "gold4" if args.documents == 4 else "full")
     answer = gold_answer(item)
     if not answer:
         return None
     documents = documents_of(item)
-    tokenizer = attributors.get(None).tokenizer
-    row: dict[str, Any] = {"id": item["id"], "documents": len(documents), "gold": gold_sentences(item), "settings": {}}
-    done: dict[tuple[str, str], dict] = {}  # (arguments, dtype) already run for this question
+    default = attributors.get(None)
+    settings: dict[str, SettingRun] = {}
+    done: dict[tuple[str, str], SettingRun] = {}  # (arguments, dtype) already run for this question
     for name in args.settings:
         limit = args.naive_n if name == "naive" else args.reference_n if name in EXPENSIVE else args.n
         if index >= limit:
@@ -156,21 +172,22 @@ def agreement_question(
         key = (json.dumps(kwargs, sort_keys=True), attributors.dtype(dtype))
         if key not in done:
             done[key] = run_setting(attributors, name, item["question"], documents, answer)
-        row["settings"][name] = done[key]
-    row["one_forward"] = {
+        settings[name] = done[key]
+    one_forward = {
         attributors.dtype(dtype): one_forward_cpu(attributors.get(dtype), item["question"], documents, answer)
         for dtype in args.forward_dtypes
     }
-    first = next(iter(row["settings"].values()))
-    row["sentences"] = len(first["sentences"])
-    row["sentence_documents"] = [
-        s.doc_index
-        for s in render(item["question"], documents, tokenizer, attributors.get(None).prompt_template).sentences
-    ]
-    row["prompt_tokens"] = len(
-        tokenizer(render_text(attributors.get(None), item["question"], documents), add_special_tokens=False).input_ids
+    rendered = render(item["question"], documents, default.tokenizer, default.prompt_template)
+    return AgreementRow(
+        id=item["id"],
+        documents=len(documents),
+        gold=gold_sentences(item),
+        settings=settings,
+        one_forward=one_forward,
+        sentences=len(next(iter(settings.values())).sentences),
+        sentence_documents=[s.doc_index for s in rendered.sentences],
+        prompt_tokens=len(default.tokenizer(rendered.text, add_special_tokens=False).input_ids),
     )
-    return row
 
 
 def render_text(attributor: Attributor, question: str, documents: list[Document]) -> str:
@@ -187,27 +204,27 @@ def _median(values: list[float]) -> float | None:
     return float(statistics.median(values)) if values else None
 
 
-def summarize(rows: list[dict], settings: list[str]) -> dict[str, dict[str, Any]]:
+def summarize(rows: list[AgreementRow], settings: list[str]) -> dict[str, dict[str, Any]]:
     """Per setting: CPU time, its ratio to the reference's, agreement with the reference
     (where both ran) and gold-sentence precision."""
     summary = {}
     for name in settings:
-        runs = [(row, row["settings"][name]) for row in rows if name in row["settings"]]
+        runs = [(row, row.settings[name]) for row in rows if name in row.settings]
         if not runs:
             continue
-        with_reference = [(row, run, row["settings"][REFERENCE]) for row, run in runs if REFERENCE in row["settings"]]
-        agreement = [ev.compare(ref["sentences"], run["sentences"], k=3) for _, run, ref in with_reference]
+        with_reference = [(row, run, row.settings[REFERENCE]) for row, run in runs if REFERENCE in row.settings]
+        agreement = [ev.compare(ref.sentences, run.sentences, k=3) for _, run, ref in with_reference]
         documents = [
-            ev.top1_agreement(ref["documents"], run["documents"])
+            ev.top1_agreement(ref.documents, run.documents)
             for _, run, ref in with_reference
-            if None not in run["documents"]
+            if None not in run.documents
         ]
         gold = [
             ev.gold_metrics(
-                run["sentences"],
-                row["gold"],
-                row["sentence_documents"],
-                {row["sentence_documents"][g] for g in row["gold"]},
+                run.sentences,
+                row.gold,
+                row.sentence_documents,
+                {row.sentence_documents[g] for g in row.gold},
             )
             for row, run in runs
         ]
@@ -215,9 +232,7 @@ def summarize(rows: list[dict], settings: list[str]) -> dict[str, dict[str, Any]
             max(
                 (
                     abs(a - b)
-                    for a, b in zip(
-                        ref["sentences"] + ref["documents"], run["sentences"] + run["documents"], strict=True
-                    )
+                    for a, b in zip(ref.sentences + ref.documents, run.sentences + run.documents, strict=True)
                     if a is not None and b is not None
                 ),
                 default=0.0,
@@ -226,13 +241,13 @@ def summarize(rows: list[dict], settings: list[str]) -> dict[str, dict[str, Any]
         ]
         summary[name] = {
             "questions": len(runs),
-            "dtype": runs[0][1]["dtype"],
-            "method": runs[0][1]["method"],
-            "options": runs[0][1]["options"],
-            "median_cpu": _median([run["cpu"] for _, run in runs]),
-            "median_wall": _median([run["wall"] for _, run in runs]),
+            "dtype": runs[0][1].dtype,
+            "method": runs[0][1].method,
+            "options": runs[0][1].options,
+            "median_cpu": _median([run.cpu for _, run in runs]),
+            "median_wall": _median([run.wall for _, run in runs]),
             "with_reference": len(with_reference),
-            "speedup_cpu": _median([ref["cpu"] / run["cpu"] for _, run, ref in with_reference]),
+            "speedup_cpu": _median([ref.cpu / run.cpu for _, run, ref in with_reference]),
             "top1": _mean([a["top1"] for a in agreement]),
             "top3_recall": _mean([a["top3_recall"] for a in agreement]),
             "pearson": _median([a["pearson"] for a in agreement]),
@@ -242,26 +257,20 @@ def summarize(rows: list[dict], settings: list[str]) -> dict[str, dict[str, Any]
             "gold_top1": _mean([g["gold_top1"] for g in gold]),
             "gold_top1_with_reference": _mean(
                 [
-                    ev.gold_metrics(run["sentences"], row["gold"], row["sentence_documents"], set())["gold_top1"]
+                    ev.gold_metrics(run.sentences, row.gold, row.sentence_documents, set())["gold_top1"]
                     for row, run, _ in with_reference
                 ]
             ),
             "gold_recall": _mean([g["gold_recall"] for g in gold]),
         }
     same_dtype = [
-        (row["settings"]["naive"]["cpu"], row["settings"]["exact"]["cpu"])
+        (row.settings["naive"].cpu, row.settings["exact"].cpu)
         for row in rows
-        if {"naive", "exact"} <= set(row["settings"])
+        if {"naive", "exact"} <= set(row.settings)
     ]
     if same_dtype:
         summary["naive"]["naive_over_exact_cpu"] = _median([naive / exact for naive, exact in same_dtype])
     return summary
-
-
-def _cell(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def markdown(report: dict) -> str:
@@ -280,8 +289,8 @@ def markdown(report: dict) -> str:
     ]
     for name, s in report["summary"].items():
         lines.append(
-            f"| {name} | {s['dtype']} | {s['questions']} | {_cell(s['median_cpu'], 1)} | {s['with_reference']} | {_cell(s['speedup_cpu'])}× | {_cell(s['top1'])} | "
-            f"{_cell(s['top3_recall'])} | {_cell(s['pearson'], 3)} | {_cell(s['max_abs_diff'], 3)} | {_cell(s['document_top1'])} | {_cell(s['gold_top1'])} | {_cell(s['gold_top1_with_reference'])} |"
+            f"| {name} | {s['dtype']} | {s['questions']} | {cell(s['median_cpu'], 1)} | {s['with_reference']} | {cell(s['speedup_cpu'])}× | {cell(s['top1'])} | "
+            f"{cell(s['top3_recall'])} | {cell(s['pearson'], 3)} | {cell(s['max_abs_diff'], 3)} | {cell(s['document_top1'])} | {cell(s['gold_top1'])} | {cell(s['gold_top1_with_reference'])} |"
         )
     floors = {
         dtype: _median([row["one_forward"][dtype] for row in report["rows"] if dtype in row.get("one_forward", {})])
@@ -306,37 +315,51 @@ def agreement(args: argparse.Namespace) -> None:
     attributors = Attributors()
     out = args.out or RESULTS / f"speed_{args.documents}docs.json"
     report: dict[str, Any] = {
-        "command": "benchmarks/speed.py " + " ".join(sys.argv[1:]),
+        "command": command_line("speed"),
         "documents": args.documents,
         "machine": machine(),
         "default_dtype": attributors.default,
         "model": "SmolLM2-135M-Instruct (embedded)",
         "rows": [],
     }
-    for index, item in enumerate(load_questions(DATA, args.n)):
+    rows: list[AgreementRow] = []
+    for index, item in enumerate(load_questions(HOTPOTQA, args.n)):
         row = agreement_question(item, index, args, attributors)
         if row is None:
             continue
-        report["rows"].append(row)
-        report["questions_done"] = len(report["rows"])
-        report["summary"] = summarize(report["rows"], args.settings)
+        rows.append(row)
+        report["rows"] = [asdict(r) for r in rows]
+        report["questions_done"] = len(rows)
+        report["summary"] = summarize(rows, args.settings)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1))
         out.with_suffix(".md").write_text(markdown(report))
         print(
-            f"{row['id']}: " + ", ".join(f"{name} {run['cpu']:.1f}s" for name, run in row["settings"].items()),
+            f"{row.id}: " + ", ".join(f"{name} {run.cpu:.1f}s" for name, run in row.settings.items()),
             flush=True,
         )
     print(markdown(report))
 
 
 # -- growth: the default's time per doubling of the prompt --------------------------------
+@dataclass
+class GrowthRow:
+    """One question's prompt grown to about ``target`` tokens, and the setting's CPU time."""
+
+    question: str
+    target: int
+    tokens: int
+    documents: int
+    sentences: int
+    cpu: float
+
+
 def growth(args: argparse.Namespace) -> None:
     """The prompt of one question grown to about 2k, 4k and 8k tokens by appending the
     paragraphs of the following questions (the gold answer of the first scored)."""
     attributor = Attributor()
     kwargs = SETTINGS[args.setting][0]
-    items = load_questions(DATA, 300)
+    items = load_questions(HOTPOTQA, 300)
     rows = []
     for first in range(args.n):
         base = items[first]
@@ -354,41 +377,30 @@ def growth(args: argparse.Namespace) -> None:
             tokens = len(attributor.tokenizer(render_text(attributor, base["question"], documents)).input_ids)
             cpu = time.process_time()
             result = attributor.attribute(base["question"], documents, answer, **kwargs)
-            rows.append(
-                {
-                    "question": base["id"],
-                    "target": target,
-                    "tokens": tokens,
-                    "documents": count,
-                    "sentences": len(result.sentences),
-                    "cpu": time.process_time() - cpu,
-                }
-            )
-            print(json.dumps(rows[-1]), flush=True)
+            rows.append(GrowthRow(base["id"], target, tokens, count, len(result.sentences), time.process_time() - cpu))
+            print(json.dumps(asdict(rows[-1])), flush=True)
     table = []
     for target in args.tokens:
-        at = [r for r in rows if r["target"] == target]
+        at = [r for r in rows if r.target == target]
         table.append(
             {
                 "target": target,
-                "tokens": _median([r["tokens"] for r in at]),
-                "documents": _median([r["documents"] for r in at]),
-                "cpu": _median([r["cpu"] for r in at]),
+                "tokens": _median([r.tokens for r in at]),
+                "documents": _median([r.documents for r in at]),
+                "cpu": _median([r.cpu for r in at]),
             }
         )
     for previous, current in itertools.pairwise(table):
         current["growth"] = current["cpu"] / previous["cpu"]
     lines = ["| prompt tokens (median) | documents | CPU s (median) | × per doubling |", "|---|---|---|---|"]
-    lines += [
-        f"| {t['tokens']:.0f} | {t['documents']:.0f} | {t['cpu']:.1f} | {_cell(t.get('growth'))} |" for t in table
-    ]
+    lines += [f"| {t['tokens']:.0f} | {t['documents']:.0f} | {t['cpu']:.1f} | {cell(t.get('growth'))} |" for t in table]
     print("\n".join(lines))
     report = {
-        "command": "benchmarks/speed.py " + " ".join(sys.argv[1:]),
+        "command": command_line("speed"),
         "machine": machine(),
         "setting": args.setting,
         "dtype": str(attributor.model.dtype),
-        "rows": rows,
+        "rows": [asdict(row) for row in rows],
         "table": table,
     }
     out = args.out or RESULTS / "speed_growth.json"
@@ -416,6 +428,20 @@ def small_documents(count: int) -> list[Document]:
     ]
 
 
+@dataclass
+class MemoryRow:
+    """One memory measurement (bytes), from a fresh process."""
+
+    setting: str
+    documents: int
+    kept_documents: int
+    prompt_tokens: int
+    cpu: float
+    timings: dict[str, Any]
+    peak_rss_after_load: int
+    peak_rss: int
+
+
 def memory_child(args: argparse.Namespace) -> None:
     """One measurement in a fresh process: peak RSS after loading, then after attributing."""
     attributor = Attributor()
@@ -424,35 +450,43 @@ def memory_child(args: argparse.Namespace) -> None:
     question, answer = "Which crate holds 21 brass lanterns?", "Crate 3 holds 21 brass lanterns."
     cpu = time.process_time()
     result = attributor.attribute(question, documents, answer, **SETTINGS[args.setting][0], truncate="documents")
-    print(
-        json.dumps(
-            {
-                "setting": args.setting,
-                "documents": args.count,
-                "kept_documents": len(result.documents) - len(result.dropped_documents),
-                "prompt_tokens": len(attributor.tokenizer(result.prompt).input_ids),
-                "cpu": time.process_time() - cpu,
-                "timings": result.timings,
-                "peak_rss_after_load": loaded,
-                "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            }
-        )
+    row = MemoryRow(
+        setting=args.setting,
+        documents=args.count,
+        kept_documents=len(result.documents) - len(result.dropped_documents),
+        prompt_tokens=len(attributor.tokenizer(result.prompt).input_ids),
+        cpu=time.process_time() - cpu,
+        timings=result.timings,
+        peak_rss_after_load=loaded,
+        peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     )
+    print(json.dumps(asdict(row)))
 
 
 def memory(args: argparse.Namespace) -> None:
     rows = []
     for setting, count in [item.split(":") for item in args.runs]:
-        command = [sys.executable, __file__, "memory-child", "--setting", setting, "--count", str(count)]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.speed",
+            "memory-child",
+            "--setting",
+            setting,
+            "--count",
+            str(count),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT.parent)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    report = {"command": "benchmarks/speed.py " + " ".join(sys.argv[1:]), "machine": machine(), "rows": rows}
+    report = {"command": command_line("speed"), "machine": machine(), "rows": rows}
     (args.out or RESULTS / "speed_memory.json").write_text(json.dumps(report, indent=1))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     a = commands.add_parser("agreement", help="time, agreement with exact float32, gold precision")
     a.add_argument("--documents", type=int, choices=[4, 10], default=4)
@@ -480,7 +514,11 @@ def main() -> None:
     c = commands.add_parser("memory-child")
     c.add_argument("--setting", required=True, choices=list(SETTINGS))
     c.add_argument("--count", type=int, required=True)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.command == "agreement" and args.reference_n is None:
         args.reference_n = args.n
     {"agreement": agreement, "growth": growth, "memory": memory, "memory-child": memory_child}[args.command](args)

@@ -1,7 +1,7 @@
 """What citable titles change: HotpotQA, 2 gold + 2 distractor paragraphs, the gold answer scored.
 
-    .venv/bin/python benchmarks/titles.py --n 30
-    .venv/bin/python benchmarks/titles.py --n 20 --select title-answers
+    .venv/bin/python -m benchmarks.titles --n 30
+    .venv/bin/python -m benchmarks.titles --n 20 --select title-answers
 
 A document's title, rendered in its header, is a citable span since titles became spans.
 Each span's LOO score depends only on the prompt and that span, so one run gives both
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +27,17 @@ from transformers import AutoTokenizer
 from attribot_rag import Attributor
 from attribot_rag.models import embedded_model_dir
 from attribot_rag.prompt import render
-
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-import evaluation as ev  # noqa: E402
-from faithfulness import documents_of, gold_answer, gold_sentences, load_questions, select_documents  # noqa: E402
-
-DATA = ROOT / "data" / "hotpotqa_dev_sample.jsonl"
+from benchmarks import RESULTS
+from benchmarks import evaluation as ev
+from benchmarks.data import HOTPOTQA, Item, documents_of, gold_answer, gold_sentences, load_questions, select_documents
+from benchmarks.reports import command_line, mean_ci
 
 
 def _normal(text: str) -> str:
     return " ".join(text.lower().strip(" .").split())
 
 
-def is_title_answer(item: dict) -> bool:
+def is_title_answer(item: Item) -> bool:
     """Whether the (gold4) question's answer is the title of one of its paragraphs."""
     answer = _normal(gold_answer(item) or "")
     return any(_normal(d["title"]) == answer for d in select_documents(item, "gold4")["documents"])
@@ -50,7 +47,27 @@ def is_title_answer(item: dict) -> bool:
 Spans = list[tuple[int, str, str]]
 
 
-def question_row(item: dict, spans: Spans, scores: dict[str, list[float | None]]) -> dict[str, Any]:
+@dataclass
+class TopSpan:
+    """What a ranking put first: a supporting sentence, in a gold paragraph, the answer's title."""
+
+    gold_top1: float
+    top_in_gold_document: float
+    top_is_answer_title: float
+    top_part: str
+
+
+@dataclass
+class TitlesRow:
+    """One question: per method, the top span of each ranking (``titles``, ``text only``)."""
+
+    id: str
+    answer: str
+    title_answer: bool
+    methods: dict[str, dict[str, TopSpan]]
+
+
+def question_row(item: Item, spans: Spans, scores: dict[str, list[float | None]]) -> TitlesRow:
     """Per method, both rankings' top span: gold or not, in a gold paragraph, the answer's title."""
     answer = gold_answer(item) or ""
     gold = set(gold_sentences(item))
@@ -58,23 +75,23 @@ def question_row(item: dict, spans: Spans, scores: dict[str, list[float | None]]
     answer_title = {
         i for i, (_, part, text) in enumerate(spans) if part == "title" and _normal(text) == _normal(answer)
     }
-    row: dict[str, Any] = {"id": item["id"], "answer": answer, "title_answer": bool(answer_title), "methods": {}}
+    methods = {}
     for method, values in scores.items():
         text_only = [v if spans[i][1] == "text" else None for i, v in enumerate(values)]
-        row["methods"][method] = {
-            ranking: {
-                "gold_top1": float(top in gold),
-                "top_in_gold_document": float(spans[top][0] in gold_documents),
-                "top_is_answer_title": float(top in answer_title),
-                "top_part": spans[top][1],
-            }
+        methods[method] = {
+            ranking: TopSpan(
+                gold_top1=float(top in gold),
+                top_in_gold_document=float(spans[top][0] in gold_documents),
+                top_is_answer_title=float(top in answer_title),
+                top_part=spans[top][1],
+            )
             for ranking, ranked in (("titles", values), ("text only", text_only))
             for top in [ev.ranking(ranked)[0]]
         }
-    return row
+    return TitlesRow(id=item["id"], answer=answer, title_answer=bool(answer_title), methods=methods)
 
 
-def attributed(attributor: Attributor, item: dict, methods: list[str]) -> tuple[Spans, dict[str, list[float | None]]]:
+def attributed(attributor: Attributor, item: Item, methods: list[str]) -> tuple[Spans, dict[str, list[float | None]]]:
     """Run each method on the question (gold answer) and return its spans and scores."""
     results = {
         method: attributor.attribute(item["question"], documents_of(item), gold_answer(item) or "", method=method)
@@ -86,10 +103,10 @@ def attributed(attributor: Attributor, item: dict, methods: list[str]) -> tuple[
     }
 
 
-def from_speed_run(path: Path, tokenizer: Any, methods: list[str]) -> list[dict]:
-    """The rows of a ``speed.py agreement --documents 4`` run (titles citable), spans re-rendered."""
+def from_speed_run(path: Path, tokenizer: Any, methods: list[str]) -> list[TitlesRow]:
+    """The rows of a ``benchmarks.speed agreement --documents 4`` run (titles citable), spans re-rendered."""
     run = json.loads(path.read_text())
-    items = {item["id"]: select_documents(item, "gold4") for item in load_questions(DATA, 10**6)}
+    items = {item["id"]: select_documents(item, "gold4") for item in load_questions(HOTPOTQA, 10**6)}
     rows = []
     for stored in run["rows"]:
         item = items[stored["id"]]
@@ -112,33 +129,31 @@ def from_speed_run(path: Path, tokenizer: Any, methods: list[str]) -> list[dict]
     return rows
 
 
-def summary(rows: list[dict], methods: list[str]) -> list[str]:
+def summary(rows: list[TitlesRow], methods: list[str]) -> list[str]:
     lines = [
         "| method | ranking | questions | gold top-1 | top in gold paragraph | title-answer questions | top = answer's title | top = gold sentence | either |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for method in methods:
         for ranking in ("text only", "titles"):
-            runs = [row["methods"][method][ranking] for row in rows]
-            titled = [row["methods"][method][ranking] for row in rows if row["title_answer"]]
+            runs = [row.methods[method][ranking] for row in rows]
+            titled = [row.methods[method][ranking] for row in rows if row.title_answer]
 
             def mean(values: list[float]) -> str:
-                stats = ev.summarize(values)
-                interval = f" [{stats['ci'][0]:.2f}, {stats['ci'][1]:.2f}]" if stats["ci"] else ""
-                return "–" if stats["mean"] is None else f"{stats['mean']:.2f}{interval}"
+                return mean_ci(ev.summarize(values))
 
             lines.append(
-                f"| `{method}` | {ranking} | {len(runs)} | {mean([r['gold_top1'] for r in runs])} | "
-                f"{mean([r['top_in_gold_document'] for r in runs])} | {len(titled)} | "
-                f"{mean([r['top_is_answer_title'] for r in titled])} | {mean([r['gold_top1'] for r in titled])} | "
-                f"{mean([max(r['top_is_answer_title'], r['gold_top1']) for r in titled])} |"
+                f"| `{method}` | {ranking} | {len(runs)} | {mean([r.gold_top1 for r in runs])} | "
+                f"{mean([r.top_in_gold_document for r in runs])} | {len(titled)} | "
+                f"{mean([r.top_is_answer_title for r in titled])} | {mean([r.gold_top1 for r in titled])} | "
+                f"{mean([max(r.top_is_answer_title, r.gold_top1) for r in titled])} |"
             )
     return lines
 
 
-def write(rows: list[dict], methods: list[str], out: Path, command: str) -> None:
+def write(rows: list[TitlesRow], methods: list[str], out: Path, command: str) -> None:
     lines = summary(rows, methods)
-    out.write_text(json.dumps({"command": command, "rows": rows, "table": lines}, indent=1))
+    out.write_text(json.dumps({"command": command, "rows": [asdict(row) for row in rows], "table": lines}, indent=1))
     header = [
         "# Citable titles: HotpotQA, 2 gold + 2 distractor paragraphs, gold answer",
         "",
@@ -148,8 +163,10 @@ def write(rows: list[dict], methods: list[str], out: Path, command: str) -> None
     out.with_suffix(".md").write_text("\n".join(header + lines) + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.titles", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=30, help="questions")
     parser.add_argument(
         "--select",
@@ -161,30 +178,39 @@ def main() -> None:
     parser.add_argument(
         "--from-run",
         type=Path,
-        help="analyse a speed.py agreement --documents 4 JSON instead of running (no model run)",
+        help="analyse a benchmarks.speed agreement --documents 4 JSON instead of running (no model run)",
     )
     parser.add_argument("--out", type=Path, default=None, help="default: results/titles_<select>.json")
-    args = parser.parse_args()
-    args.out = args.out or ROOT / "results" / f"titles_{'from_run' if args.from_run else args.select}.json"
+    return parser
+
+
+def measure(args: argparse.Namespace) -> list[TitlesRow]:
+    """Run the methods on the chosen questions, the results rewritten after each."""
+    attributor = Attributor()
+    items = load_questions(HOTPOTQA, 10**6)
+    chosen = [item for item in items if is_title_answer(item)] if args.select == "title-answers" else items
+    rows: list[TitlesRow] = []
+    for item in chosen[: args.n]:
+        item = select_documents(item, "gold4")
+        if not gold_answer(item):
+            continue
+        rows.append(question_row(item, *attributed(attributor, item, args.methods)))
+        write(rows, args.methods, args.out, command_line("titles"))
+        methods = {method: {k: asdict(top) for k, top in tops.items()} for method, tops in rows[-1].methods.items()}
+        print(f"{item['id']}: title answer {rows[-1].title_answer}, " + json.dumps(methods), flush=True)
+    return rows
+
+
+def main() -> None:
+    args = parser().parse_args()
+    args.out = args.out or RESULTS / f"titles_{'from_run' if args.from_run else args.select}.json"
     torch.set_num_threads(1)
     if args.from_run:  # the tokenizer alone: no model loads
         tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
         rows = from_speed_run(args.from_run, tokenizer, args.methods)
-        write(rows, args.methods, args.out, f"benchmarks/titles.py {' '.join(sys.argv[1:])}")
+        write(rows, args.methods, args.out, command_line("titles"))
     else:
-        attributor = Attributor()
-        items = load_questions(DATA, 10**6)
-        chosen = [item for item in items if is_title_answer(item)] if args.select == "title-answers" else items
-        rows = []
-        for item in chosen[: args.n]:
-            item = select_documents(item, "gold4")
-            if not gold_answer(item):
-                continue
-            rows.append(question_row(item, *attributed(attributor, item, args.methods)))
-            write(rows, args.methods, args.out, f"benchmarks/titles.py {' '.join(sys.argv[1:])}")
-            print(
-                f"{item['id']}: title answer {rows[-1]['title_answer']}, " + json.dumps(rows[-1]["methods"]), flush=True
-            )
+        rows = measure(args)
     print("\n".join(summary(rows, args.methods)))
 
 

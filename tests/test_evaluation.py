@@ -1,17 +1,11 @@
 """The benchmarks' faithfulness metrics (benchmarks/evaluation.py) on small cases computed by
 hand (no model)."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "evaluation", Path(__file__).resolve().parents[1] / "benchmarks" / "evaluation.py"
-)
-ev = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ev)
+from benchmarks import evaluation as ev
 
 
 def test_ranking_puts_none_last_and_breaks_ties_by_index():
