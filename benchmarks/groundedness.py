@@ -263,20 +263,8 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main() -> None:
-    arguments = parser()
-    args = arguments.parse_args()
-    args.answer = args.answer or ("unanswerable" if args.dataset == "squad2" else "gold")
-    if args.answer == "unanswerable" and args.dataset != "squad2":
-        arguments.error("--answer unanswerable needs --dataset squad2")
-    torch.set_num_threads(1)
-    meta = {
-        "_start": time.perf_counter(),
-        "command": command_line("groundedness"),
-        "dataset": args.dataset,
-        "answer": args.answer,
-    }
-    name = args.dataset if args.answer == "unanswerable" else f"{args.dataset}_{args.answer}"
+def measure(args: argparse.Namespace, meta: dict[str, Any], name: str) -> None:
+    """Every case's signals, the results rewritten after each."""
     att = Attributor()
     items = load_questions(DATA_DIR / FILES[args.dataset], args.n)
     rows: list[CaseRow] = []
@@ -297,6 +285,23 @@ def main() -> None:
         label = "supported  " if case.supported else "unsupported"
         print(f"[{i + 1}] {label} gain {answer_signals['context gain']:.2f}: {case.answer[:60]}", flush=True)
         write(rows, meta, args.out, name)
+
+
+def main() -> None:
+    arguments = parser()
+    args = arguments.parse_args()
+    args.answer = args.answer or ("unanswerable" if args.dataset == "squad2" else "gold")
+    if args.answer == "unanswerable" and args.dataset != "squad2":
+        arguments.error("--answer unanswerable needs --dataset squad2")
+    torch.set_num_threads(1)
+    meta = {
+        "_start": time.perf_counter(),
+        "command": command_line("groundedness"),
+        "dataset": args.dataset,
+        "answer": args.answer,
+    }
+    name = args.dataset if args.answer == "unanswerable" else f"{args.dataset}_{args.answer}"
+    measure(args, meta, name)
     print((args.out / f"groundedness_{name}.md").read_text())
 
 

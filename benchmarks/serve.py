@@ -130,7 +130,16 @@ def main() -> None:
         print("served", json.dumps(served), flush=True)
     pairs = [(a, b) for a, b in zip(direct_results, served_results, strict=True) if a is not None and b is not None]
     equal = sum(a.model_dump(exclude={"timings"}) == b.model_dump(exclude={"timings"}) for a, b in pairs)
-    report = {
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(report(args, direct, served, f"{equal}/{len(pairs)}"), indent=2) + "\n", encoding="utf-8"
+    )
+    print(args.out.read_text(encoding="utf-8"), end="")
+
+
+def report(args: argparse.Namespace, direct: dict[str, Any], served: dict[str, Any], equal: str) -> dict[str, Any]:
+    """The run's results: its settings, the machine, both phases and how they compare."""
+    return {
         "command": f"modeljob nice -n 10 .venv/bin/python -m benchmarks.serve --n {args.n} --concurrency {args.concurrency} --documents {args.documents}",
         "settings": {
             **vars(args),
@@ -147,11 +156,8 @@ def main() -> None:
             "throughput": round(served["throughput_per_s"] / direct["throughput_per_s"], 3),
             "cpu_per_request": round(served["cpu_s_per_request"] / direct["cpu_s_per_request"], 3),
         },
-        "served_equal_to_direct": f"{equal}/{len(pairs)}",
+        "served_equal_to_direct": equal,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
