@@ -20,11 +20,12 @@ _EXPORTS = {
     "BUDGETS": "options",
     "AttributionOptions": "options",
     "CitationOptions": "options",
-    "AnswerSentence": "results",
+    "AnswerSentence": "scores",
     "AttributionResult": "results",
     "AttributionSettings": "results",
-    "Citation": "results",
-    "SpanScore": "results",
+    "Timing": "results",
+    "Citations": "citations",
+    "SpanScore": "scores",
     "AttributionOutOfMemory": "scorer",
     "RemoteAttributor": "remote",
     "RemoteAttributionError": "remote",
@@ -35,12 +36,14 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
     from .attributor import Attributor, shared_attributor
+    from .citations import Citations
     from .methods import METHODS
     from .models import LoadedModel, load_model
     from .options import BUDGETS, AttributionOptions, CitationOptions
     from .remote import RemoteAttributionError, RemoteAttributor, RemoteInputError
-    from .results import AnswerSentence, AttributionResult, AttributionSettings, Citation, SpanScore
+    from .results import AttributionResult, AttributionSettings, Timing
     from .scorer import AttributionOutOfMemory
+    from .scores import AnswerSentence, SpanScore
     from .spans import Document
 
 

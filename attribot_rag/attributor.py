@@ -7,7 +7,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -16,12 +17,14 @@ from ._version import __version__
 from .locking import FifoLock
 from .messages import Messages, as_messages, render_messages
 from .methods import METHODS, Drops, Problem, context_gain
-from .models import LoadedModel, load_model, quiet_loading
-from .options import AttributionOptions, KeywordForms
+from .models import LoadedModel, default_device, load_model, quiet_loading, resolve_dtype
+from .options import AttributionOptions, AttributionPlan
 from .prompt import DEFAULT_TEMPLATE, RenderedPrompt, TokenizedText, check_template, render
-from .results import AnswerSentence, AttributionResult, AttributionSettings, SpanScore
+from .protocol import KeywordForms
+from .results import AttributionResult, AttributionSettings, Timing
 from .scorer import Scorer
-from .spans import Document, Sentence, split_sentences
+from .scores import AnswerSentence, SpanScore
+from .spans import Document, Sentence, document_name, split_claims, split_sentences
 from .validation import as_documents, check_text
 
 logger = logging.getLogger(__name__)
@@ -39,6 +42,10 @@ class Attributor(KeywordForms):
     ``{question}``; the tokenizer's chat template wraps it. Calls are serialised by a
     first-come, first-served lock, so one instance can be shared by threads. ``progress``:
     show loading and ablation progress bars (off by default: a library stays quiet).
+    ``threads``: CPU threads for torch, set with ``torch.set_num_threads``; that is torch's
+    process-wide setting, so it applies to every model in the process, not to this instance
+    alone. On a shared or busy machine, 1 or 2 threads cost far less CPU per answer than the
+    default (one per core), whose waiting OpenMP threads spin.
     """
 
     def __init__(
@@ -51,7 +58,12 @@ class Attributor(KeywordForms):
         prompt_template: str = DEFAULT_TEMPLATE,
         batch_size: int | None = None,
         progress: bool = False,
+        threads: int | None = None,
     ):
+        if threads is not None:
+            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+                raise ValueError(f"threads must be a positive integer, not {threads!r}")
+            torch.set_num_threads(threads)
         check_template(prompt_template)
         check_text("prompt_template", prompt_template)
         with quiet_loading(not progress):
@@ -69,14 +81,14 @@ class Attributor(KeywordForms):
     def model(self):
         return self._proxy.model
 
-    def _needs_float32(self, options: AttributionOptions) -> bool:
+    def _needs_float32(self, plan: AttributionPlan) -> bool:
         """``budget="faithful"`` always scores in float32, whatever the proxy's dtype."""
-        return options.method == "auto" and options.budget == "faithful" and self.model.dtype != torch.float32
+        return plan.float32 and self.model.dtype != torch.float32
 
-    def _proxy_for(self, options: AttributionOptions) -> LoadedModel:
-        """The proxy that scores ``options``: the loaded one, or for ``budget="faithful"`` on
+    def _proxy_for(self, plan: AttributionPlan) -> LoadedModel:
+        """The proxy that scores ``plan``: the loaded one, or for ``budget="faithful"`` on
         a proxy in another dtype its float32 copy (loaded once, from the same source)."""
-        if not self._needs_float32(options):
+        if not self._needs_float32(plan):
             return self._proxy
         if self._float32 is None:
             if isinstance(self._source, LoadedModel):
@@ -99,12 +111,13 @@ class Attributor(KeywordForms):
         render_for: RenderFor,
         documents: list[Document],
         answer: str,
-        truncate: bool | None = False,
+        truncate: bool = False,
+        hint: bool = True,
     ) -> Problem:
         """Render (``render_for(tokenizer, documents)``) and tokenize for ``loaded``; with
         ``truncate``, keep the most first-retrieved documents that fit the context window,
         found by bisection (a logarithmic number of renders; the prompt grows with every
-        document) (``None``: the prompt is given, it cannot be truncated)."""
+        document). ``hint``: an overflow error suggests ``truncate='documents'``."""
         answer_tokens = TokenizedText.of(loaded.tokenizer, answer, [(0, len(answer))])
         window = getattr(loaded.model.config.get_text_config(), "max_position_embeddings", None)
 
@@ -125,9 +138,11 @@ class Attributor(KeywordForms):
                     else:
                         too_long, total = middle, candidate[2]
             if not fits:
-                hint = "; pass truncate='documents' to drop the last-retrieved documents" if truncate is False else ""
+                advice = (
+                    "; pass truncate='documents' to drop the last-retrieved documents" if hint and not truncate else ""
+                )
                 raise ValueError(
-                    f"prompt and answer are {total} tokens, {total - window} more than {loaded.name}'s context window of {window}{hint}"
+                    f"prompt and answer are {total} tokens, {total - window} more than {loaded.name}'s context window of {window}{advice}"
                 )
         return Problem(self._scorers[id(loaded)], loaded.tokenizer, rendered, prompt, answer_tokens)
 
@@ -143,7 +158,7 @@ class Attributor(KeywordForms):
         def render_for(tokenizer: Any, docs: list[Document]) -> RenderedPrompt:
             return render(question, docs, tokenizer, self.prompt_template)
 
-        return self._attribute(render_for, documents, answer, options, options.truncate == "documents")
+        return self._attribute(render_for, documents, answer, options.plan())
 
     def attribute_messages_with(
         self, messages: Messages, answer: str, documents: Sequence[Document | str], options: AttributionOptions
@@ -171,130 +186,74 @@ class Attributor(KeywordForms):
             return rendered
 
         unseen = sorted(set(range(len(documents))) - set(located))
-        return self._attribute(render_for, [documents[i] for i in located], answer, options, None, located, unseen)
+        return self._attribute(render_for, [documents[i] for i in located], answer, options.plan(), located, unseen)
 
     def _attribute(
         self,
         render_for: RenderFor,
         documents: list[Document],
         answer: str,
-        options: AttributionOptions,
-        truncate: bool | None,
+        plan: AttributionPlan,
         indices: list[int] | None = None,
         unseen: list[int] | None = None,
     ) -> AttributionResult:
         """The body shared by both forms: render for the proxy (and target), run the method,
-        build the result. ``indices``: the caller's index of each document (default: its position)."""
-        resolved = options.resolved()
-        spec = METHODS[resolved.method]
+        build the result. ``indices``: the caller's index of each document (default: its
+        position); given, the prompt is the caller's and cannot be truncated."""
+        spec = METHODS[plan.method]
         if spec.needs_target and self._target is None:
-            raise ValueError(f"method={resolved.method!r} needs a target model: Attributor(target=...)")
+            raise ValueError(f"method={plan.method!r} needs a target model: Attributor(target=...)")
+        timings: dict[str, Timing] = {}
         with self._lock:
-            timings = {}
-            start = time.perf_counter()
-            problem = self._problem(self._proxy_for(options), render_for, documents, answer, truncate)
-            timings["prepare"] = time.perf_counter() - start
-            start = time.perf_counter()
-            extra: dict[str, Any] = {}
-            if spec.needs_target and self._target is not None:  # None raised above
-                extra["target"] = self._problem(self._target, render_for, problem.rendered.documents, answer)
-            _check_cost(
-                resolved.method,
-                spec.forwards(problem, **options.method_options(), **extra),
-                len(problem.prompt.ids),
-                options.max_forwards,
-            )
-            drops = spec.run(problem, **options.method_options(), **extra)
-            timings["score"] = time.perf_counter() - start
-            start = time.perf_counter()
-            gain = context_gain(problem, drops.full)
-            timings["context_gain"] = time.perf_counter() - start
-        dropped = list(range(len(problem.rendered.documents), len(documents)))
-        indices = indices if indices is not None else list(range(len(documents)))
-        return self._result(options, problem, drops, answer, timings, dropped, indices, unseen or [], gain)
-
-    def settings(self, options: AttributionOptions) -> AttributionSettings:
-        """The settings a result of ``options`` records (method resolved, model, device, dtype)."""
-        resolved = options.resolved()
-        return AttributionSettings(
-            method=resolved.method,
-            options=options.method_options(),
-            budget=options.budget if options.method == "auto" else None,
-            model=self._proxy.name,
-            target=self._target.name if METHODS[resolved.method].needs_target and self._target is not None else None,
-            device=str(self.model.device),
-            dtype="float32" if self._needs_float32(options) else str(self.model.dtype).removeprefix("torch."),
-            version=__version__,
-        )
-
-    def _result(
-        self,
-        options: AttributionOptions,
-        problem: Problem,
-        drops: Drops,
-        answer: str,
-        timings: dict[str, float],
-        dropped: list[int],
-        indices: list[int],
-        unseen: list[int],
-        gain: float,
-    ) -> AttributionResult:
+            with _timed(timings, "prepare"):
+                problem = self._problem(
+                    self._proxy_for(plan), render_for, documents, answer, plan.truncate, hint=indices is None
+                )
+                target = {}
+                if spec.needs_target and self._target is not None:  # None raised above
+                    target["target"] = self._problem(self._target, render_for, problem.rendered.documents, answer)
+                _check_cost(
+                    plan.method,
+                    spec.forwards(problem, **plan.options, **target),
+                    len(problem.prompt.ids),
+                    plan.max_forwards,
+                )
+            with _timed(timings, "score"):
+                drops = spec.run(problem, **plan.options, **target)
+            gain = None
+            if plan.context_gain:
+                with _timed(timings, "context_gain"):
+                    gain = context_gain(problem, drops.full)
         rendered = problem.rendered
-
-        def spans(drop_of: dict[int, torch.Tensor], kind: str, tokens: slice) -> list[SpanScore]:
-            prompt_spans = rendered.document_spans if kind == "document" else rendered.sentence_spans
-            out = []
-            for i, (prompt_start, prompt_end) in enumerate(prompt_spans):
-                span = Sentence(i, 0, len(rendered.documents[i].text)) if kind == "document" else rendered.sentences[i]
-                document = rendered.documents[span.doc_index]
-                score = float(drop_of[i][tokens].sum()) if i in drop_of else None
-                out.append(
-                    SpanScore(
-                        doc_index=indices[span.doc_index],
-                        doc_id=document.id or str(indices[span.doc_index]),
-                        text=(document.title or "" if span.part == "title" else document.text)[span.start : span.end],
-                        start=span.start,
-                        end=span.end,
-                        prompt_start=prompt_start,
-                        prompt_end=prompt_end,
-                        score=score,
-                        part=span.part,
-                    )
-                )
-            return out
-
-        everything = slice(None)
-        answer_sentences = []
-        claims = split_sentences(answer) or [(0, len(answer))]
-        token_claims = _token_claims(drops.answer_offsets, claims)
-        for c, (start, end) in enumerate(claims):
-            tokens = [t for t, owner in enumerate(token_claims) if owner == c]
-            own = slice(tokens[0], tokens[-1] + 1) if tokens else slice(0, 0)
-            answer_sentences.append(
-                AnswerSentence(
-                    text=answer[start:end],
-                    start=start,
-                    end=end,
-                    documents=spans(drops.documents, "document", own),
-                    sentences=spans(drops.sentences, "sentence", own),
-                )
-            )
-        settings = self.settings(options)
+        indices = indices if indices is not None else list(range(len(documents)))
         return AttributionResult(
-            method=settings.method,
-            model=settings.model,
-            target=settings.target,
+            settings=self._settings(plan),
             prompt=rendered.text,
             answer=answer,
             full_logprob=float(drops.full.sum()),
             context_gain=gain,
-            documents=spans(drops.documents, "document", everything),
-            sentences=spans(drops.sentences, "sentence", everything),
-            answer_sentences=answer_sentences,
+            documents=_span_scores(rendered, drops.documents, "document", indices, slice(None)),
+            sentences=_span_scores(rendered, drops.sentences, "sentence", indices, slice(None)),
+            answer_sentences=_answer_sentences(rendered, drops, answer, indices),
             timings=timings,
-            dropped_documents=dropped,
-            unseen_documents=unseen,
-            settings=settings,
+            dropped_documents=list(range(len(rendered.documents), len(documents))),
+            unseen_documents=unseen or [],
+        )
+
+    def settings(self, options: AttributionOptions) -> AttributionSettings:
+        """The settings a result of ``options`` records (method resolved, model, device, dtype)."""
+        return self._settings(options.plan())
+
+    def _settings(self, plan: AttributionPlan) -> AttributionSettings:
+        return AttributionSettings(
+            method=plan.method,
+            options=plan.options,
+            budget=plan.budget,
+            model=self._proxy.name,
+            target=self._target.name if METHODS[plan.method].needs_target and self._target is not None else None,
+            device=str(self.model.device),
+            dtype="float32" if self._needs_float32(plan) else str(self.model.dtype).removeprefix("torch."),
+            version=__version__,
         )
 
     def generate(self, question: str, documents: Sequence[Document | str], max_new_tokens: int = 48) -> str:
@@ -335,17 +294,19 @@ class Attributor(KeywordForms):
         return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
 
-_shared: dict[tuple[str | None, str | None, str | None], Attributor] = {}
+_shared: dict[tuple[str | None, str, str], Attributor] = {}
 _shared_lock = threading.Lock()
 
 
 def shared_attributor(model: str | None = None, device: str | None = None, dtype: str | None = None) -> Attributor:
     """One ``Attributor`` per (model, device, dtype) per process, loaded on first use: the
-    default of both integrations, so a process that uses both loads the model once."""
-    key = (model, device, dtype)
+    default of both integrations, so a process that uses both loads the model once. The key
+    is what loads, so ``(None, None, None)`` and its explicit equivalent share one model."""
+    resolved_device = device or default_device()
+    key = (model, resolved_device, str(resolve_dtype(dtype, resolved_device)))
     with _shared_lock:
         if key not in _shared:
-            _shared[key] = Attributor(model, device=device, dtype=dtype)
+            _shared[key] = Attributor(model, device=resolved_device, dtype=dtype)
         return _shared[key]
 
 
@@ -358,6 +319,60 @@ def _check_cost(method: str, forwards: int, prompt_tokens: int, max_forwards: in
             f"method={method!r} plans {forwards} forward passes over a {prompt_tokens}-token prompt, more than max_forwards={max_forwards}; "
             "use method='auto' with budget='fast' or 'balanced', fewer documents, or a larger max_forwards"
         )
+
+
+@contextmanager
+def _timed(timings: dict[str, Timing], stage: str) -> Iterator[None]:
+    """Record the wall and CPU time of ``stage`` in ``timings``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield
+    timings[stage] = Timing(wall_seconds=time.perf_counter() - wall, cpu_seconds=time.process_time() - cpu)
+
+
+def _span_scores(
+    rendered: RenderedPrompt, drop_of: dict[int, torch.Tensor], kind: str, indices: list[int], tokens: slice
+) -> list[SpanScore]:
+    """Every document (``kind="document"``) or sentence of ``rendered`` with its score on the
+    answer tokens ``tokens`` (``None`` where ``drop_of`` has none)."""
+    prompt_spans = rendered.document_spans if kind == "document" else rendered.sentence_spans
+    out = []
+    for i, (prompt_start, prompt_end) in enumerate(prompt_spans):
+        span = Sentence(i, 0, len(rendered.documents[i].text)) if kind == "document" else rendered.sentences[i]
+        document = rendered.documents[span.doc_index]
+        out.append(
+            SpanScore(
+                doc_index=indices[span.doc_index],
+                doc_id=document.id or document_name(indices[span.doc_index], document),
+                text=(document.title or "" if span.part == "title" else document.text)[span.start : span.end],
+                start=span.start,
+                end=span.end,
+                prompt_start=prompt_start,
+                prompt_end=prompt_end,
+                score=float(drop_of[i][tokens].sum()) if i in drop_of else None,
+                part=span.part,
+            )
+        )
+    return out
+
+
+def _answer_sentences(rendered: RenderedPrompt, drops: Drops, answer: str, indices: list[int]) -> list[AnswerSentence]:
+    """The answer's claims, each with every span's score on its own tokens."""
+    claims = split_claims(answer)
+    owners = _token_claims(drops.answer_offsets, claims)
+    out = []
+    for c, (start, end) in enumerate(claims):
+        tokens = [t for t, owner in enumerate(owners) if owner == c]
+        own = slice(tokens[0], tokens[-1] + 1) if tokens else slice(0, 0)
+        out.append(
+            AnswerSentence(
+                text=answer[start:end],
+                start=start,
+                end=end,
+                documents=_span_scores(rendered, drops.documents, "document", indices, own),
+                sentences=_span_scores(rendered, drops.sentences, "sentence", indices, own),
+            )
+        )
+    return out
 
 
 def _token_claims(offsets: list[tuple[int, int]], claims: list[tuple[int, int]]) -> list[int]:

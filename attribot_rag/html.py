@@ -15,9 +15,14 @@ import json
 import math
 from collections.abc import Sequence
 from html import escape
+from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .results import AttributionResult, Citation, SpanScore
+from .citations import DEFAULT_MIN_SCORE, DEFAULT_MIN_SHARE, UNSUPPORTED, Citations
+from .scores import SpanScore
+
+if TYPE_CHECKING:  # results imports this module on first use (to_html): no cycle at run time
+    from .results import AttributionResult
 
 LEVELS = 5  # tint steps on each side of the diverging scale
 
@@ -54,6 +59,7 @@ body { margin: 0; padding: 0 0 6rem; font: 16px/1.6 system-ui, -apple-system, "S
 .doc-score { border-radius: 3px; padding: 0 .35rem; font-size: .9rem; }
 .doc-text { margin: 0; line-height: 1.85; white-space: pre-wrap; overflow-wrap: anywhere; }
 .sent, .sample { border-radius: 3px; padding: .05em .1em; scroll-margin: 12rem 0 6rem; -webkit-box-decoration-break: clone; box-decoration-break: clone; }
+.unsupported, .mismatch { font-size: .8em; font-weight: 600; color: #8a4b00; background: #fff1dc; border: 1px dashed #d49a4a; border-radius: 4px; padding: 0 .35em; margin-left: .3em; vertical-align: .1em; }
 .unscored { color: var(--muted); text-decoration: underline dotted #9aa1ad; text-underline-offset: .25em; }
 .neg { text-decoration: underline dashed #b35806; text-underline-offset: .25em; }
 .v { font: 600 .72em/1 ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; color: #3b4250; margin-left: .25em; white-space: nowrap; }
@@ -150,44 +156,56 @@ def _where(result: AttributionResult, j: int) -> str:
     return f"document [{sentence.doc_index + 1}] {sentence.doc_id}, sentence {k + 1}"
 
 
-def _answer(result: AttributionResult, citations: list[Citation], prefix: str) -> str:
-    """The answer, each sentence followed by the markers of the sentences it cites."""
+def _answer(result: AttributionResult, citations: Citations, prefix: str) -> str:
+    """The answer, each claim followed by the markers of the sentences it cites, or by a mark
+    saying that no sentence supports it."""
+    sources = {source.number: source for source in citations.sources}
     parts, cursor = [], 0
-    for claim, sentence in enumerate(result.answer_sentences):
-        cited = [(c, c.claim_scores[c.claims.index(claim)]) for c in citations if claim in c.claims]
-        ids = " ".join(f"{prefix}-s{c.sentence}" for c, _ in cited)
-        if cited:
-            sources = "; ".join(f"[{c.number}] {c.source.doc_id} ({_number(score)})" for c, score in cited)
-            tip = f"Answer sentence {claim + 1} cites {sources}"
-        else:
-            tip = f"Answer sentence {claim + 1} cites no sentence (none scored above the threshold)"
-        parts.append(_e(result.answer[cursor : sentence.start]))
-        parts.append(
-            f'<span class="claim" tabindex="0" data-cites="{ids}" data-tip="{_e(tip)}">{_e(sentence.text)}</span>'
-        )
-        for c, score in cited:
-            marker_tip = f"[{c.number}] {_where(result, c.sentence)}: {_number(score)} nats on this answer sentence ({_number(c.source.score)} on the whole answer)"
-            parts.append(
-                f'<button type="button" class="marker" data-cites="{prefix}-s{c.sentence}" data-tip="{_e(marker_tip)}"'
-                f' aria-label="source {c.number}">[{c.number}]</button>'
+    for claim in citations.claims:
+        ids = " ".join(f"{prefix}-s{sources[m.number].sentence}" for m in claim.markers)
+        score = f"; its best sentence scores {_number(claim.score)} nats" if claim.score is not None else ""
+        if claim.supported:
+            cited = "; ".join(
+                f"[{m.number}] {sources[m.number].span.doc_id} ({_number(m.score)})" for m in claim.markers
             )
-        cursor = sentence.end
+            tip = f"Answer sentence {claim.index + 1} leans on {cited}"
+        else:
+            tip = f"Answer sentence {claim.index + 1}: {UNSUPPORTED} (no sentence clears the citation bar{score})"
+        parts.append(_e(result.answer[cursor : claim.start]))
+        parts.append(
+            f'<span class="claim" tabindex="0" data-cites="{ids}" data-tip="{_e(tip)}">{_e(claim.text)}</span>'
+        )
+        for m in claim.markers:
+            source = sources[m.number]
+            marker_tip = f"[{m.number}] {_where(result, source.sentence)}: {_number(m.score)} nats on this answer sentence ({_number(source.span.score)} on the whole answer)"
+            warning = ""
+            if m.mismatch:
+                marker_tip += f"; cited, but {m.mismatch}"
+                warning = f'<span class="mismatch" title="{_e(m.mismatch)}">cited, but {_e(m.mismatch)}</span>'
+            parts.append(
+                f'<button type="button" class="marker" data-cites="{prefix}-s{source.sentence}" data-tip="{_e(marker_tip)}"'
+                f' aria-label="source {m.number}">[{m.number}]</button>{warning}'
+            )
+        if not claim.supported:
+            parts.append(f'<span class="unsupported" title="{_e(tip)}">{UNSUPPORTED}</span>')
+        cursor = claim.end
     parts.append(_e(result.answer[cursor:]))
     return "".join(parts)
 
 
-def _sources(result: AttributionResult, citations: list[Citation], prefix: str) -> str:
-    if not citations:
-        return '<p class="sources">No context sentence scored above the citation threshold.</p>'
+def _sources(result: AttributionResult, citations: Citations, prefix: str) -> str:
+    if not citations.sources:
+        return '<p class="sources">No context sentence clears the citation bar: the answer is not supported by the documents.</p>'
     items = []
-    for c in citations:
-        scores = ", ".join(
-            f"{_number(s)} on answer sentence {claim + 1}" for claim, s in zip(c.claims, c.claim_scores, strict=True)
-        )
-        tip = f"[{c.number}] {_where(result, c.sentence)}: {scores} (nats)"
+    for source in citations.sources:
+        per_claim = [
+            (claim.index, m.score) for claim in citations.claims for m in claim.markers if m.number == source.number
+        ]
+        scores = ", ".join(f"{_number(score)} on answer sentence {claim + 1}" for claim, score in per_claim)
+        tip = f"[{source.number}] {_where(result, source.sentence)}: {scores} (nats)"
         items.append(
-            f'<li tabindex="0" data-cites="{prefix}-s{c.sentence}" data-tip="{_e(tip)}"><span class="num">[{c.number}]</span> '
-            f'{_e(c.source.doc_id)}: {_e(c.source.text)} <span class="v">{scores}</span></li>'
+            f'<li tabindex="0" data-cites="{prefix}-s{source.sentence}" data-tip="{_e(tip)}"><span class="num">[{source.number}]</span> '
+            f'{_e(source.span.doc_id)}: {_e(source.span.text)} <span class="v">{scores}</span></li>'
         )
     return f'<ol class="sources" aria-label="sources">{"".join(items)}</ol>'
 
@@ -246,19 +264,19 @@ def _document(
 
 def _settings(result: AttributionResult) -> str:
     """The footer of one result: what produced it and how long it took."""
-    rows: list[tuple[str, str]] = [("method", result.method), ("model", result.model)]
-    if result.target:
-        rows.append(("target", result.target))
-    if result.settings:
-        s = result.settings
-        options = {**s.options, **({"budget": s.budget} if s.budget else {})}
-        rows += [
-            ("settings", json.dumps(options, sort_keys=True, default=str)),
-            ("device, dtype", f"{s.device}, {s.dtype}"),
-            ("version", s.version),
-        ]
-    timings = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items())
-    rows.append(("timings", f"{timings} (total {sum(result.timings.values()):.2f} s)"))
+    s = result.settings
+    rows: list[tuple[str, str]] = [("method", s.method), ("model", s.model)]
+    if s.target:
+        rows.append(("target", s.target))
+    options = {**s.options, **({"budget": s.budget} if s.budget else {})}
+    rows += [
+        ("settings", json.dumps(options, sort_keys=True, default=str)),
+        ("device, dtype", f"{s.device}, {s.dtype}"),
+        ("version", s.version),
+    ]
+    timings = ", ".join(f"{k} {v.wall_seconds:.2f} s ({v.cpu_seconds:.2f} s CPU)" for k, v in result.timings.items())
+    total = sum(v.wall_seconds for v in result.timings.values())
+    rows.append(("timings", f"{timings} (total {total:.2f} s wall clock)"))
     rows.append(("log p(answer | prompt)", f"{result.full_logprob:.3f} nats"))
     if result.context_gain is not None:
         rows.append(
@@ -271,9 +289,8 @@ def _settings(result: AttributionResult) -> str:
     return f'<footer class="settings"><span class="label">Settings</span><dl>{cells}</dl></footer>'
 
 
-def _result(result: AttributionResult, index: int, heading: str | None, per_claim: int, min_score: float) -> str:
+def _result(result: AttributionResult, index: int, heading: str | None, citations: Citations) -> str:
     prefix = f"r{index}"
-    citations = result.citations(per_claim, min_score)
     scales = (_scale(result.documents), _scale(result.sentences))
     ranks = (_ranks(result.documents), _ranks(result.sentences))
     scored = sum(s.score is not None for s in result.sentences)
@@ -306,7 +323,9 @@ def _legend() -> str:
         '<div class="legend"><span class="scale" aria-hidden="true">' + negative + positive + "</span>"
         "<span>Score = drop in the answer's log-likelihood (nats) when the sentence is left out: "
         "blue supports the answer, orange (dashed underline) works against it; the tint is relative to the "
-        'largest score of that answer.</span><span><span class="sample unscored">grey, dotted<span class="v">n/a</span></span> = not scored</span>'
+        "largest score of that answer.</span><span>A citation [n] means the answer leans on that sentence (the model "
+        "finds the claim less likely without it), not that the sentence states the claim; "
+        f'a claim no sentence supports is marked \u201c{UNSUPPORTED}\u201d.</span><span><span class="sample unscored">grey, dotted<span class="v">n/a</span></span> = not scored</span>'
         '<span><span class="sample p3 hl-sample">outlined</span> = cited by the hovered or focused marker</span></div>'
     )
 
@@ -317,18 +336,37 @@ def render_html(
     *,
     title: str = "attribot-rag: citations",
     per_claim: int = 1,
-    min_score: float = 0.0,
+    min_score: float = DEFAULT_MIN_SCORE,
+    min_share: float = DEFAULT_MIN_SHARE,
 ) -> str:
     """One self-contained HTML page for one or several results (``headings``: one per result,
-    e.g. the question; the result itself does not store it). ``per_claim`` and ``min_score``
-    choose the citations as in ``AttributionResult.citations``."""
-    results = [results] if isinstance(results, AttributionResult) else list(results)
+    e.g. the question; the result itself does not store it). ``per_claim``, ``min_score`` and
+    ``min_share`` choose the citations as in ``AttributionResult.citations``."""
+    results = list(results) if isinstance(results, Sequence) else [results]
     headings = list(headings) if headings is not None else [None] * len(results)
     if len(headings) != len(results):
         raise ValueError(f"{len(headings)} headings for {len(results)} results")
     sections = "".join(
-        _result(r, i, h, per_claim, min_score) for i, (r, h) in enumerate(zip(results, headings, strict=True))
+        _result(r, i, h, r.citations(per_claim, min_score, min_share))
+        for i, (r, h) in enumerate(zip(results, headings, strict=True))
     )
+    return _page(title, sections)
+
+
+def render_failed(
+    answer: str, error: str, heading: str | None = None, *, title: str = "attribot-rag: citations"
+) -> str:
+    """The page of an answer whose attribution failed (``Citations.failed``): the answer as it
+    is, uncited, and the error, in the same self-contained page."""
+    section = (
+        f'<section class="result" id="r0" aria-label="attribution 1"><h2>{_e(heading or "Answer 1")}</h2>'
+        f'<div class="answer-box"><span class="label">Answer</span><p class="answer">{_e(answer)}</p></div>'
+        f'<p class="note">No citations: {_e(error)}</p></section>'
+    )
+    return _page(title, section)
+
+
+def _page(title: str, sections: str) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'

@@ -250,7 +250,8 @@ def auto_dtype(device: str) -> torch.dtype:
     return torch.float32
 
 
-def _dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    """The dtype a load with ``dtype`` on ``device`` uses (``None``/``"auto"``: ``auto_dtype``)."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype is None or dtype == "auto":
@@ -279,5 +280,5 @@ def load_model(
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{path} has no fast tokenizer; character offsets need one")
     # Straight to the device (device_map needs ``accelerate``), never staged in host memory.
-    loaded = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype, device), device_map=device).eval()
+    loaded = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device), device_map=device).eval()
     return LoadedModel(loaded, tokenizer, EMBEDDED_NAME if model is None else str(model))

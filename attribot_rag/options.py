@@ -3,12 +3,11 @@ batch jobs and the service: one pydantic model, so every entry point validates t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from typing_extensions import Unpack
 
+from .citations import DEFAULT_MIN_SCORE, DEFAULT_MIN_SHARE
 from .methods import METHODS, MethodName
 
 Method = Literal[MethodName, "auto"]
@@ -55,6 +54,9 @@ class AttributionOptions(BaseModel):
     max_forwards: int | None = Field(
         None, ge=1, description="refuse an attribution that plans more forward passes than this (default: no bound)"
     )
+    context_gain: bool = Field(
+        True, description="also compute the context gain (one more forward, of the prompt without any document)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -86,16 +88,52 @@ class AttributionOptions(BaseModel):
 
     def method_options(self) -> dict[str, Any]:
         """The options the (resolved) method takes, by name."""
+        return dict(self.plan().options)
+
+    def plan(self) -> AttributionPlan:
+        """These options resolved once, into what an attribution reads."""
         resolved = self.resolved()
-        return {name: getattr(resolved, name) for name in METHODS[resolved.method].options}
+        return AttributionPlan(
+            method=resolved.method,
+            options={name: getattr(resolved, name) for name in METHODS[resolved.method].options},
+            budget=self.budget if self.method == "auto" else None,
+            float32=self.method == "auto" and self.budget == "faithful",
+            truncate=self.truncate == "documents",
+            max_forwards=self.max_forwards,
+            context_gain=self.context_gain,
+        )
+
+
+class AttributionPlan(BaseModel):
+    """``AttributionOptions`` resolved: the method that runs and the options it takes, the
+    budget it came from, whether it scores in float32 (``budget="faithful"``), whether the
+    prompt may lose documents to fit, the cost bound, and whether the context gain is computed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    method: MethodName
+    options: dict[str, Any]
+    budget: Budget | None
+    float32: bool
+    truncate: bool
+    max_forwards: int | None
+    context_gain: bool
 
 
 class CitationOptions(AttributionOptions):
     """``AttributionOptions`` plus how citations are drawn from the scores: the settings of the
     integrations (LangChain handler, LlamaIndex postprocessor), validated alike in both."""
 
-    per_claim: int = Field(1, ge=1, description="sources cited per answer sentence")
-    min_score: float = Field(0.0, description="the score (nats) a cited sentence must exceed")
+    per_claim: int = Field(1, ge=1, description="sources cited per claim (answer sentence)")
+    min_score: float = Field(
+        DEFAULT_MIN_SCORE, allow_inf_nan=False, description="the score (nats) a cited sentence must exceed"
+    )
+    min_share: float = Field(
+        DEFAULT_MIN_SHARE,
+        ge=0,
+        le=1,
+        description="... and this share of the answer's largest claim score; a claim no sentence clears is unsupported",
+    )
 
     def attribution(self) -> AttributionOptions:
         """The attribution settings alone (what an ``Attributor`` or the service takes)."""
@@ -115,33 +153,4 @@ class OptionKeywords(TypedDict, total=False):
     rescore: int
     truncate: Literal["error", "documents"]
     max_forwards: int | None
-
-
-class KeywordForms:
-    """``attribute`` and ``attribute_messages`` with keyword options, over the subclass's
-    ``attribute_with`` and ``attribute_messages_with``: one signature for the local
-    ``Attributor`` and the service's ``RemoteAttributor``."""
-
-    def attribute(self, question: str, documents: Sequence[Any], answer: str, **options: Unpack[OptionKeywords]) -> Any:
-        """Score every document and sentence by how much the answer's log-probability drops
-        without it. ``method="auto"`` (the default) runs what ``budget`` maps to (``BUDGETS``);
-        ``hierarchical`` scores sentences of the top ``keep_documents`` only (its document pass
-        exact, or frozen-context with ``doc_method="fast"``), and of the ``keep_similar``
-        documents BM25 ranks highest; ``pruned`` needs a ``target``;
-        ``fast`` is the frozen-context estimate, its top ``rescore`` sentences rescored with
-        exact LOO. A prompt longer than the model's
-        window is an error, or with ``truncate="documents"`` loses its last-retrieved documents
-        (listed in ``dropped_documents``). An attribution that plans more than
-        ``max_forwards`` forward passes is refused before it starts. The keywords and their
-        defaults are ``AttributionOptions``'s."""
-        return self.attribute_with(question, documents, answer, AttributionOptions(**options))  # type: ignore[attr-defined]
-
-    def attribute_messages(
-        self, messages: Any, answer: str, documents: Sequence[Any], **options: Unpack[OptionKeywords]
-    ) -> Any:
-        """Attribute ``answer`` to the documents inside the prompt the LLM read: ``messages``,
-        chat messages (``{"role", "content"}`` dicts) or a completion string. Each document is
-        located verbatim in the message contents; located documents and their sentences are
-        scored, everything else is context never ablated; documents not in the prompt are
-        listed in ``result.unseen_documents``. Options as for ``attribute``."""
-        return self.attribute_messages_with(messages, answer, documents, AttributionOptions(**options))  # type: ignore[attr-defined]
+    context_gain: bool

@@ -10,7 +10,9 @@ from typing import Any
 
 import httpx
 
-from .options import AttributionOptions, KeywordForms
+from .messages import Messages
+from .options import AttributionOptions
+from .protocol import KeywordForms
 from .results import AttributionResult
 from .spans import Document
 
@@ -79,7 +81,7 @@ class RemoteAttributor(KeywordForms):
 
     def attribute_messages_with(
         self,
-        messages: str | Sequence[dict[str, Any]],
+        messages: Messages,
         answer: str,
         documents: Sequence[Document | str],
         options: AttributionOptions,

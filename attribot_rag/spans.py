@@ -34,6 +34,12 @@ class Document(BaseModel):
         return self
 
 
+def document_name(index: int, document: Document) -> str:
+    """How citations name a document without an ``id``: its title, else ``document N``
+    (numbered from 1, as the prompt numbers it)."""
+    return (document.title or "").strip() or f"document {index + 1}"
+
+
 SpanPart = Literal["text", "title"]
 
 
@@ -71,6 +77,26 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
             span = _strip(text, line.start() + start, line.start() + end)
             if span[0] < span[1]:
                 spans.append(span)
+    return spans
+
+
+# A short reply that opens an answer ("No. Vinegar damages the seals.") is a claim of its own:
+# the splitter keeps it with the next sentence, which would hide what supports the reply.
+_SHORT_REPLY = re.compile(
+    r"(?i)(?:yes|no|nope|correct|incorrect|right|wrong|true|false|indeed|exactly|sure|certainly|absolutely)[.!]\s+(?=\S)"
+)
+
+
+def split_claims(answer: str) -> list[tuple[int, int]]:
+    """Character spans of the claims of ``answer``: its sentences (``split_sentences``), with a
+    leading short reply ("Yes.", "No.", "Correct.") split off as a claim of its own; the whole
+    answer when it has no sentence."""
+    spans = split_sentences(answer) or [(0, len(answer))]
+    start, end = spans[0]
+    reply = _SHORT_REPLY.match(answer, start, end)
+    if reply:
+        split = _strip(answer, start, reply.end())
+        spans[:1] = [split, (reply.end(), end)]
     return spans
 
 

@@ -139,9 +139,8 @@ class Tags(HTMLParser):
 def marker_targets(result: AttributionResult) -> list[str]:
     """The id of the sentence each ``[n]`` marker of the answer cites, in the answer's order."""
     citations = result.citations()
-    return [
-        f"r0-s{c.sentence}" for claim in range(len(result.answer_sentences)) for c in citations if claim in c.claims
-    ]
+    sentence_of = {source.number: source.sentence for source in citations.sources}
+    return [f"r0-s{sentence_of[m.number]}" for claim in citations.claims for m in claim.markers]
 
 
 def test_every_text_is_escaped(page_html: str) -> None:
@@ -194,7 +193,7 @@ def test_hovering_a_marker_or_an_answer_sentence_highlights_what_it_cites(
         assert "nats on this answer sentence" in page.inner_text("#detail")
     first_claim = page.locator("#r0 .claim").first
     first_claim.hover()
-    assert opened.highlighted() == {f"r0-s{c.sentence}" for c in citations if 0 in c.claims}
+    assert opened.highlighted() == {f"r0-s{s.sentence}" for s in citations.sources if 0 in s.claims}
     page.mouse.move(1, 1)
     assert opened.highlighted() == set()
     opened.check_clean()

@@ -129,7 +129,7 @@ def test_a_completion_string(attributor: Attributor) -> None:
     result = attributor.attribute_messages(prompt, ANSWER, [BRIDGE, HARROW, BANANAS], method="exact")
     assert prompt in result.prompt and result.prompt.startswith("<|im_start|>")  # as one user message
     assert result.unseen_documents == [2]
-    assert [d.doc_id for d in result.documents] == ["1", "bridge"]
+    assert [d.doc_id for d in result.documents] == ["Mount Harrow", "bridge"]  # no id: named by its title
     assert result.top(1)[0].text == "It was completed in 1742."
 
 

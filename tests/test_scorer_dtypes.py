@@ -107,9 +107,9 @@ def test_faithful_budget_scores_in_float32_from_a_bf16_attributor(attributor: At
 def test_auto_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
     monkeypatch.setattr(models, "CPU_BF16", True)
-    assert models._dtype("auto", "cpu") == torch.bfloat16
+    assert models.resolve_dtype("auto", "cpu") == torch.bfloat16
     monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
-    assert models._dtype(None, "cpu") == torch.float32  # emulated bf16 is slower than float32
-    assert models._dtype("float32", "cpu") == torch.float32
+    assert models.resolve_dtype(None, "cpu") == torch.float32  # emulated bf16 is slower than float32
+    assert models.resolve_dtype("float32", "cpu") == torch.float32
     with pytest.raises(ValueError, match="auto"):
-        models._dtype("float33", "cpu")
+        models.resolve_dtype("float33", "cpu")

@@ -79,6 +79,6 @@ def test_an_answer_copied_from_a_title_cites_the_title(attributor: Attributor) -
     assert (title.start, title.end) == (0, 15)
     assert result.prompt[title.prompt_start : title.prompt_end] == "Veltrana Bridge"
     assert [s.part for s in result.sentences].count("title") == 2
-    assert result.citations()[0].source == title
+    assert result.citations().sources[0].span == title
     html = result.to_html()
     assert 'class="doc-head"' in html and "Veltrana Bridge<span" in html.split('class="doc-text"')[0]

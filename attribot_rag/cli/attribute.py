@@ -27,8 +27,6 @@ def table(result: AttributionResult, top: int) -> str:
 def method_line(result: AttributionResult) -> str:
     """Which method ran, and for ``auto`` the budget that chose it and its options."""
     settings = result.settings
-    if settings is None:
-        return f"method: {result.method}"
     options = ", ".join(f"{k}={v}" for k, v in settings.options.items())
     chosen = f", chosen by auto for budget {settings.budget}" if settings.budget else ""
     return f"method: {settings.method}{chosen}" + (f" ({options})" if options else "")
@@ -88,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
         print(result.model_dump_json(indent=2))
     else:
         print(f"answer: {result.answer}\n{method_line(result)}\n\n{table(result, args.top)}\n\n{result.cited_answer()}")
-        print("\ntimings: " + ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items()))
+        print(
+            "\ntimings: "
+            + ", ".join(f"{k} {v.wall_seconds:.2f} s ({v.cpu_seconds:.2f} s CPU)" for k, v in result.timings.items())
+        )
     if args.html:
         from ..html import render_html
 

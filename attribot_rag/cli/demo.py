@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
-from .attribute import table
+from .attribute import method_line, table
 from .common import CliError, add_model_arguments, load_attributor
 
 if TYPE_CHECKING:
@@ -76,11 +76,11 @@ def run(args: argparse.Namespace) -> int:
         result = answer(attributor, item["question"], documents)
         elapsed = time.perf_counter() - t0
         print(f"Q: {item['question']}\n   (HotpotQA {item['hotpotqa_id']}; gold answer: {item['gold_answer']})")
-        print(f"A: {result.answer}\n")
+        print(f"A: {result.answer}\n{method_line(result)}\n")
         print(table(result, 3))
         print("\n" + result.cited_answer())
         print(
-            f"\nanswer and attribution {elapsed:.1f} s, of which attribution {result.timings['score']:.1f} s ({result.method}, {len(documents)} documents)"
+            f"\nanswer and attribution {elapsed:.1f} s, of which attribution {result.timings['score'].wall_seconds:.1f} s ({result.method}, {len(documents)} documents)"
         )
         print("-" * 80)
         pages.append(
