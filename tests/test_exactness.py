@@ -392,3 +392,16 @@ def test_window_overflow_says_by_exactly_how_many_tokens(attributor: Attributor)
         ValueError, match=rf"\b{total} tokens, {total - window} more than .*context window of {window}\b"
     ):
         attributor.attribute(question, documents, answer, method="exact")
+
+
+def test_timings_are_wall_and_cpu_and_the_context_gain_can_be_switched_off(attributor: Attributor) -> None:
+    question, documents, answer = LAYOUTS["one document"]
+    with_gain = attributor.attribute(question, documents, answer, method="exact")
+    without = attributor.attribute(question, documents, answer, method="exact", context_gain=False)
+    assert set(with_gain.timings) == {"prepare", "score", "context_gain"}
+    assert set(without.timings) == {"prepare", "score"} and without.context_gain is None
+    assert with_gain.context_gain is not None and with_gain.context_gain > 0  # the answer rests on the document
+    for timing in with_gain.timings.values():
+        assert timing.wall_seconds >= 0 and timing.cpu_seconds >= 0
+    assert with_gain.timings["score"].cpu_seconds > 0  # the forwards ran in this process
+    assert _scores(without, "sentences") == _scores(with_gain, "sentences")
