@@ -1,6 +1,7 @@
 """The benchmarks' faithfulness metrics (benchmarks/evaluation.py) on small cases computed by
 hand (no model)."""
 
+import json
 import math
 
 import pytest
@@ -116,3 +117,77 @@ def test_bad_input():
         ev.spearman([1, 2], [1])
     with pytest.raises(ValueError, match="NaN"):
         ev.top1_agreement([float("nan"), 1.0], [1.0, 2.0])
+
+
+def test_faithfulness_rows_read_back_as_written():
+    """A saved run's rows (``--resume``, ``--reevaluate``) are written out as they were read: keys
+    that older runs lacked stay absent, and ``None`` stays apart from absent."""
+    from benchmarks.faithfulness.rows import QuestionRow, SettingRow, TargetExact
+
+    metrics = {"top1": 1.0, "gold_recall": None}
+    setting = {"seconds": 1.5, "speedup": float("nan"), "tokens": 12, "token_speedup": 2.0, "sentences": metrics}
+    row = {
+        "id": "q1",
+        "question": "Who?",
+        "answer": "Ada.",
+        "raw_answer": None,
+        "generate_seconds": 0.0,
+        "documents": 2,
+        "sentences": 3,
+        "prompt_tokens": 40,
+        "answer_tokens": 3,
+        "gold": [1],
+        "gold_documents": [0],
+        "full_logprob": -1.25,
+        # no context_gain nor reference: a row measured before they were recorded
+        "settings": {
+            "exact": {**setting, "documents": metrics, "scores": {"sentences": [0.5, None, 0.1], "documents": [1.0]}},
+            "bm25": {**setting, "scores": {"sentences": [0.2, 0.3, 0.1], "documents": None}},
+        },
+        "cross": {
+            "exact:Gemma": {
+                "seconds": 2.0,
+                "tokens": 30,
+                "full_logprob": -2.0,
+                "scores": {"sentences": [1.0, 0.0, 0.0]},
+            },
+            "pruned:SmolLM2->Gemma": {**setting, "scores": {"sentences": [0.4, None, None]}},
+        },
+    }
+    parsed = QuestionRow.model_validate(row)
+    assert parsed.reference is True and parsed.context_gain is None
+    assert isinstance(parsed.cross["exact:Gemma"], TargetExact)
+    assert isinstance(parsed.cross["pruned:SmolLM2->Gemma"], SettingRow)
+    written = parsed.to_json()
+    assert list(written) == list(row)
+    assert "documents" not in written["cross"]["pruned:SmolLM2->Gemma"]["scores"]
+    assert written["settings"]["bm25"]["scores"]["documents"] is None
+    assert json.dumps(written, allow_nan=True) == json.dumps(row, allow_nan=True)
+
+
+def test_token_counters_count_their_own_models():
+    """Each run's counter counts the tokens its models forwarded (no state shared between counters)."""
+    import torch
+
+    from benchmarks.measure import TokenCounter, timed
+
+    class Decoder(torch.nn.Module):
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return input_ids
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.decoder = Decoder()
+
+        def get_decoder(self) -> torch.nn.Module:
+            return self.decoder
+
+    first, second = Model(), Model()
+    one, two = TokenCounter(), TokenCounter()
+    one.attach(first)
+    two.attach(second)
+    measured = timed(lambda: first.decoder(torch.zeros(2, 5, dtype=torch.long)), one)
+    assert measured.tokens == 10 and one.tokens == 10 and two.tokens == 0
+    second.decoder(input_ids=torch.zeros(1, 3, dtype=torch.long))
+    assert two.tokens == 3 and timed(lambda: None, one).tokens == 0
