@@ -9,12 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import combinations
 from pathlib import Path
 
 import pytest
 
 from attribot_rag import AttributionResult, Attributor, Document
-from attribot_rag.batch import attribute_records, completed_ids, read_jsonl, with_ids
+from attribot_rag.batch import attribute_file, attribute_records, completed, count_records, read_jsonl, with_ids
 from attribot_rag.cli import main
 
 # Six short records, the third bad (no documents); the ids: line numbers, and one of their own.
@@ -122,17 +123,113 @@ def test_reader_keeps_every_line_as_a_record_or_an_error(tmp_path: Path) -> None
     assert "not JSON" in records[1][1].error and "duplicate id 'x'" in records[5][1].error
 
 
-def test_completed_ids_cuts_a_half_written_last_line(tmp_path: Path) -> None:
+def test_completed_cuts_a_half_written_last_line(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
     path.write_text(
-        '{"id": 1, "result": null, "error": "e"}\n{"id": "a", "result": null, "error": null}\n{"id": 3, "res',
+        '{"id": 1, "result": null, "error": "e"}\n{"id": "a", "result": null, "error": null}\n{"id":3,"res',
         encoding="utf-8",
     )
-    assert completed_ids(path) == {1, "a"}
+    assert completed(path).ids == {1, "a"}
     assert path.read_text(encoding="utf-8").endswith("null}\n")
     path.write_text('{"id": 1}\nnot an output line\n', encoding="utf-8")
     with pytest.raises(ValueError, match="cannot resume"):
-        completed_ids(path)
+        completed(path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"id": 1, "result": null, "error": "e"}\n{"id": 2, "question": "q", "documents": ["d"]}\n',
+        '{"id": 1, "result": null, "error": "e"}\n{"id": 2, "question": "q", "documents": ["d"]}',
+        '{"id": 1, "result": null, "error": "e"}\n{"question": "q", "documents": ["d", "e"], "ans',
+        '{"id": 1, "question": "q", "documents": ["d"]}',
+    ],
+    ids=["a record line", "an unterminated record", "a record cut off", "one unterminated record"],
+)
+def test_a_file_with_a_line_not_ours_is_never_resumed_nor_truncated(tmp_path: Path, text: str) -> None:
+    """A line is ours only with our keys (``id``, and ``result`` or ``error``); a cut-off last
+    line only where it begins as ours do. Else the file (an input, say) is left as it is."""
+    path = tmp_path / "not-ours.jsonl"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match="not an output line of attribot-rag batch"):
+        completed(path)
+    assert path.read_text(encoding="utf-8") == text
+
+
+def test_the_input_file_is_never_the_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's case: ``--output`` given the input file, whose last record has no newline,
+    with ``--resume``: the record was cut from the disk. Refused before any model loads, by
+    name, through a symlink or a relative path too."""
+    records = tmp_path / "in.jsonl"
+    data = write_jsonl(records, RECORDS).read_bytes().rstrip(b"\n")
+    records.write_bytes(data)
+    (tmp_path / "link.jsonl").symlink_to(records)
+    monkeypatch.chdir(tmp_path)
+    for output in (str(records), "link.jsonl", "./in.jsonl"):
+        for resume in ([], ["--resume"]):
+            assert main(["batch", "--input", str(records), "--output", output, *resume]) == 2
+            assert "is the input file" in capsys.readouterr().err
+            assert records.read_bytes() == data
+
+
+def test_a_line_that_is_not_utf8_is_its_own_error_line(tmp_path: Path) -> None:
+    """One bad byte costs its line, not the job (it refused the whole file, naming no line)."""
+    path = tmp_path / "in.jsonl"
+    good = json.dumps({"id": "a", "question": "q", "documents": ["d"]}).encode()
+    path.write_bytes(good + b'\n{"question": "caf\xe9"}\n\n' + good.replace(b'"a"', b'"b"') + b"\n")
+    records = list(read_jsonl(path))
+    assert count_records(path) == len(records) == 3
+    assert [r["id"] if isinstance(r, dict) else r.id for r in records] == ["a", 2, "b"]
+    assert records[1].error == "line 2 is not UTF-8 text (byte 18 of the line)"
+
+
+def test_every_input_record_gets_one_line_whatever_a_resumed_output_held(
+    tmp_path: Path, attributor: Attributor
+) -> None:
+    """Repeated ids with ``--resume``: the repeats' error lines are told from the first
+    record's line, so whatever subset of the lines a killed job left (the Ray engine writes
+    the repeats' lines first), the resumed file holds exactly the full job's lines. It used to
+    skip every record of an id already in the file: 18 records gave 17 lines."""
+    records = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            {"id": "a", "question": "Who?", "documents": ["Ann wrote it."], "answer": "Ann."},
+            {"id": "a", "question": "Who?", "documents": ["Bob wrote it."], "answer": "Bob."},
+            {"id": "b", "question": "Who?", "documents": []},
+            {"id": "a", "question": "Who?", "documents": []},
+            {"id": 5, "question": "Who?", "documents": []},
+        ],
+    )
+
+    def engine(pending):
+        return attribute_records(pending, attributor)
+
+    def without_timings(path: Path) -> list[str]:
+        """The file's lines, sorted, without the one field that differs from run to run."""
+        lines = output_lines(path)
+        for line in lines:
+            if line["result"] is not None:
+                del line["result"]["timings"]
+        return sorted(json.dumps(line, sort_keys=True) for line in lines)
+
+    full, output = tmp_path / "full.jsonl", tmp_path / "out.jsonl"
+    attribute_file(records, full, engine)
+    lines = full.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert len(lines) == 5
+    for kept in range(1, len(lines)):
+        for subset in combinations(lines, kept):
+            output.write_text("".join(subset), encoding="utf-8")
+            summary = attribute_file(records, output, engine, resume=True)
+            assert without_timings(output) == without_timings(full), subset
+            assert summary.skipped == kept and summary.results + summary.errors == len(lines) - kept
+
+
+def test_a_full_disk_names_the_output_file(tmp_path: Path, attributor: Attributor) -> None:
+    records = write_jsonl(tmp_path / "in.jsonl", RECORDS[2:3])  # an error line: no model call
+    with pytest.raises(OSError, match=r"cannot write /dev/full \(No space left on device\)"):
+        attribute_file(records, "/dev/full", lambda pending: attribute_records(pending, attributor))
 
 
 def test_existing_output_needs_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

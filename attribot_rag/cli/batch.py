@@ -22,9 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='JSONL file, one record a line: the JSON of `attribot-rag attribute` plus an optional "id" (default: the line number)',
     )
     parser.add_argument(
-        "--output", required=True, help='JSONL file, one line per record as it finishes: {"id", "result", "error"}'
+        "--output",
+        required=True,
+        help='JSONL file (not the input), one line per record as it finishes: {"id", "result", "error"}',
     )
-    parser.add_argument("--resume", action="store_true", help="skip the ids already in --output and append the rest")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the records whose line --output holds and append the rest (every line must be one of ours)",
+    )
     add_method_arguments(parser)
     ray = parser.add_argument_group("engine")
     ray.add_argument(
