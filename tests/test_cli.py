@@ -62,10 +62,14 @@ def test_json_from_standard_input_and_a_closed_pipe(tmp_path: Path) -> None:
 
 @pytest.mark.model
 @pytest.mark.slow
-def test_demo_answers_and_attributes_a_bundled_question(capsys) -> None:
-    assert main(["demo", "--plain", "--questions", "1"]) == 0
+@pytest.mark.parametrize("path", ["core", "langchain"])
+def test_demo_answers_and_attributes_a_bundled_question_with_the_default_method(path: str, capsys) -> None:
+    if path == "langchain":
+        pytest.importorskip("langchain_attribot")
+    assert main(["demo", "--questions", "1", *(["--plain"] if path == "core" else [])]) == 0
     out, err = capsys.readouterr()
-    assert "path: core" in out and "Q: " in out and "A: " in out and "Sources:" in out and err == ""
+    assert f"path: {path}" in out and "Q: " in out and "A: " in out and "Sources:" in out and err == ""
+    assert ", chosen by auto for budget balanced" in out  # the default the README recommends, on every path
 
 
 USER_ERRORS = {

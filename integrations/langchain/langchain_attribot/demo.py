@@ -34,6 +34,6 @@ def answer_and_attribute(attributor: Attributor, question: str, documents: list[
     chain = (
         {"context": retriever | format_documents, "question": RunnablePassthrough()} | prompt | llm | StrOutputParser()
     )
-    handler = AttriBoTCallbackHandler(attributor, method="hierarchical", keep_documents=2, raise_error=True)
+    handler = AttriBoTCallbackHandler(attributor, raise_error=True)  # the default: method auto, budget balanced
     chain.invoke(question, config={"callbacks": [handler]})
     return handler.last_result.attribution
