@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.config import JsonDict
 
 from .options import AttributionOptions
 from .spans import Document
@@ -16,13 +17,15 @@ if TYPE_CHECKING:
     from .attributor import Attributor
     from .results import AttributionResult
 
+NON_BLANK: JsonDict = {"pattern": r"\S"}  # in the JSON schema: a string with a non-space character
+
 
 class DocumentRecord(BaseModel):
     """A document given as an object; a plain string is a document too."""
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1)
+    text: str = Field(min_length=1, json_schema_extra=NON_BLANK)
     id: str | None = None
     title: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -45,15 +48,35 @@ class AttributionRequest(BaseModel):
     (the prompt the LLM read); ``answer`` (without it the proxy answers, question form only);
     ``options`` (method and its settings); ``id`` (batch jobs key their output by it)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The JSON schema states the validators' rules too (the service publishes it): exactly one
+    # of question and messages, and messages with an answer.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["question"],
+                    "properties": {"question": {"type": "string"}, "messages": {"type": "null"}},
+                },
+                {
+                    "required": ["messages", "answer"],
+                    "properties": {"messages": {"not": {"type": "null"}}, "answer": {"type": "string"}},
+                },
+            ]
+        },
+    )
 
     id: str | int | None = None
-    question: str | None = None
+    question: str | None = Field(None, json_schema_extra=NON_BLANK)
     messages: list[ChatMessage] | str | None = None
     documents: list[DocumentRecord] = Field(
-        min_length=1, description='each a string, or an object {"text", "id", "title", "metadata"}'
+        min_length=1,
+        description='each a string, or an object {"text", "id", "title", "metadata"}',
+        json_schema_extra=lambda schema: schema.update(
+            items={"anyOf": [{"type": "string", **NON_BLANK}, schema["items"]]}
+        ),
     )
-    answer: str | None = None
+    answer: str | None = Field(None, json_schema_extra=NON_BLANK)
     options: AttributionOptions | None = None
 
     @field_validator("documents", mode="before")

@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -145,8 +145,8 @@ class _Worker:
             self.admitted += 1
         future = self._executor.submit(self._timed, work)
         future.add_done_callback(self._leave)
-        answer = asyncio.wrap_future(future)  # cancelling it cancels the work if not started
-        hangup = asyncio.ensure_future(gone)
+        answer: asyncio.Future[Any] = asyncio.wrap_future(future)  # cancelling it cancels the work if not started
+        hangup: asyncio.Future[Any] = asyncio.ensure_future(gone)
         try:
             await asyncio.wait({answer, hangup}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if answer.done():
@@ -199,7 +199,7 @@ class _Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
 
-        async def secured(message: dict) -> None:
+        async def secured(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers.setdefault("x-content-type-options", "nosniff")

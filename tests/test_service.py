@@ -102,6 +102,14 @@ def test_messages_form(remote, attributor):
 
 
 @pytest.mark.model
+def test_generate_answer_is_the_servers_models(remote, attributor):
+    """``RemoteAttributor.generate_answer`` (what batch records call without an answer): the
+    answer the server's model gives, as a direct call gives it."""
+    question, documents = CASES[0][0], CASES[0][1]
+    assert remote.generate_answer(question, documents) == attributor.generate_answer(question, documents)
+
+
+@pytest.mark.model
 def test_health_and_docs(server):
     health = httpx.get(f"{server.url}/healthz").json()
     assert health["status"] == "ok" and health["model"] == "SmolLM2-135M-Instruct"

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..service_settings import ServiceSettings, check_binding
-from .common import CliError, add_method_arguments, add_model_arguments, load_attributor, options_from
+from .common import CliError, add_model_arguments, add_option_arguments, load_attributor, options_from
 
 DEFAULTS = ServiceSettings()
 # Each limit's flag, from its ServiceSettings field (type, default and meaning).
@@ -26,7 +26,7 @@ LIMITS = ("max_queue", "timeout", "max_documents", "max_body", "max_connections"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    add_method_arguments(parser)
+    add_option_arguments(parser)
     forwards = next(action for action in parser._actions if action.dest == "max_forwards")
     forwards.default = DEFAULTS.options.max_forwards
     forwards.help = (
@@ -76,7 +76,9 @@ def settings_from(args: argparse.Namespace) -> ServiceSettings:
         )
         check_binding(args.host, settings)
     except ValidationError as error:
-        raise CliError("; ".join(_flag(e["loc"], args) + f": {e['msg']}" for e in error.errors())) from None
+        raise CliError(
+            "; ".join(_flag(e["loc"], args) + ": " + e["msg"].removeprefix("Value error, ") for e in error.errors())
+        ) from None
     except ValueError as error:
         raise CliError(str(error)) from None
     if args.replicas < 1:
