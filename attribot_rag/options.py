@@ -3,7 +3,7 @@ batch jobs and the service: one pydantic model, so every entry point validates t
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -37,8 +37,16 @@ class AttributionOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Method = "auto"
-    budget: Budget = "balanced"
+    method: Method = Field(
+        "auto",
+        description="auto: what budget maps to; "
+        + "; ".join(f"{name}: {spec.summary}" for name, spec in METHODS.items()),
+    )
+    budget: Budget = Field(
+        "balanced",
+        description="what method auto runs: "
+        + ", ".join(f"{name} = {', '.join(f'{k} {v}' for k, v in mapped.items())}" for name, mapped in BUDGETS.items()),
+    )
     keep_documents: int = Field(2, ge=1, description="hierarchical: documents kept for the sentence pass")
     keep_sentences: int = Field(5, ge=1, description="pruned: sentences the target rescores")
     doc_method: Literal["exact", "fast"] = Field("exact", description="hierarchical: the document pass")
@@ -60,24 +68,14 @@ class AttributionOptions(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _known_names(cls, data: Any) -> Any:
-        """Name the choices in the error, as a user typing ``--method fastest`` needs."""
+    def _known_choices(cls, data: Any) -> Any:
+        """Name the choices of a field in its error, as a user typing ``--method fastest``
+        needs (the choices are the fields' own literal types)."""
         if isinstance(data, dict):
-            choices = {
-                "method": [*METHODS, "auto"],
-                "budget": list(BUDGETS),
-                "doc_method": ["exact", "fast"],
-                "truncate": ["error", "documents"],
-            }
-            for name, allowed in choices.items():
-                if name in data and data[name] not in allowed:
-                    raise ValueError(f"unknown {name} {data[name]!r}; choose {', '.join(allowed)}")
-            for name in ("keep_documents", "keep_sentences"):
-                if isinstance(data.get(name), int) and data[name] < 1:
-                    raise ValueError("keep_documents and keep_sentences must be at least 1")
-            for name in ("rescore", "keep_similar"):
-                if isinstance(data.get(name), int) and data[name] < 0:
-                    raise ValueError(f"{name} must be at least 0")
+            for name, field in cls.model_fields.items():
+                choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+                if choices and name in data and data[name] not in choices:
+                    raise ValueError(f"unknown {name} {data[name]!r}; choose {', '.join(choices)}")
         return data
 
     def resolved(self) -> AttributionOptions:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from attribot_rag.cli import main
 
@@ -43,7 +44,12 @@ def test_attribute_prints_the_table_and_which_method_auto_chose(tmp_path: Path, 
     assert out.startswith("answer: It was completed in 1742.\nmethod: exact\n")
     assert "   1 " in out and "It was completed in 1742.[1]" in out
     assert err == "", "no progress bars or notes off a terminal"
-    assert main(["attribute", "--input", str(tmp_path / "q.json"), "--budget", "fast"]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(["attribute", "--input", str(tmp_path / "q.json"), "--budget", "fast", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1  # torch's process-wide setting
+    finally:
+        torch.set_num_threads(threads)
     assert "method: fast, chosen by auto for budget fast (rescore=0)\n" in capsys.readouterr().out
 
 
@@ -106,9 +112,13 @@ USER_ERRORS = {
         "--budget chooses what --method auto runs; it does not apply to --method exact",
     ),
     "pruned without target": (REQUEST, ["--method", "pruned"], "method pruned needs --target"),
-    "keep_documents 0": (REQUEST, ["--keep-documents", "0"], "keep_documents and keep_sentences must be at least 1"),
-    "rescore -1": (REQUEST, ["--rescore", "-1"], "rescore must be at least 0"),
-    "keep_similar -1": (REQUEST, ["--keep-similar", "-1"], "keep_similar must be at least 0"),
+    "keep_documents 0": (
+        REQUEST,
+        ["--keep-documents", "0"],
+        "keep_documents: Input should be greater than or equal to 1",
+    ),
+    "rescore -1": (REQUEST, ["--rescore", "-1"], "rescore: Input should be greater than or equal to 0"),
+    "keep_similar -1": (REQUEST, ["--keep-similar", "-1"], "keep_similar: Input should be greater than or equal to 0"),
     "model path missing": (
         REQUEST,
         ["--model", "/nonexistent/model"],
@@ -116,6 +126,7 @@ USER_ERRORS = {
     ),
     "model directory without a model": (REQUEST, ["--model", "."], "--model .: not a model directory (no config.json)"),
     "device not usable": (REQUEST, ["--device", "DEVICE"], "--device DEVICE: not usable here ("),
+    "threads 0": (REQUEST, ["--threads", "0"], "--threads must be at least 1, not 0"),
     "input is a directory": (None, ["--input", "."], "--input .: is a directory, not a JSON file"),
     "input missing": (
         None,

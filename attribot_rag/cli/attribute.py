@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from ..methods import METHODS
 from ..records import AttributionRequest, describe_errors, json_type
 from ..results import AttributionResult
-from .common import CliError, add_method_arguments, add_model_arguments, load_attributor, options_from
+from .common import CliError, add_model_arguments, add_option_arguments, load_attributor, options_from
 
 
 def table(result: AttributionResult, top: int) -> str:
@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help='JSON file (- for standard input): {"question": ..., "documents": [str | {"text", "id", "title"}], "answer": ...}; without "answer", the model answers',
     )
-    add_method_arguments(parser)
+    add_option_arguments(parser)
     parser.add_argument("--top", type=int, default=5, help="sentences in the table")
     parser.add_argument("--json", action="store_true", help="print the whole result as JSON")
     parser.add_argument(

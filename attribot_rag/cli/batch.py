@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from ..methods import METHODS
-from .common import CliError, add_method_arguments, add_model_arguments, load_attributor, options_from
+from .common import CliError, add_model_arguments, add_option_arguments, load_attributor, options_from
 
 if TYPE_CHECKING:
     from ..batch import BatchResult, Record
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip the records whose line --output holds and append the rest (every line must be one of ours)",
     )
-    add_method_arguments(parser)
+    add_option_arguments(parser)
     ray = parser.add_argument_group("engine")
     ray.add_argument(
         "--engine",

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args, get_origin
 
 from pydantic import ValidationError
 
-from ..methods import METHODS
-from ..options import BUDGETS, AttributionOptions
+from ..options import AttributionOptions
 from ..records import describe_errors
 
 if TYPE_CHECKING:
@@ -32,52 +31,44 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--dtype", help="float32, bfloat16, float16 (default: bfloat16 on GPUs, float32 on CPU)")
     parser.add_argument("--target", help="a larger model that rescores the best sentences (method pruned)")
-
-
-def add_method_arguments(parser: argparse.ArgumentParser) -> None:
-    methods = ", ".join(f"{name}: {spec.summary}" for name, spec in METHODS.items())
-    parser.add_argument("--method", choices=[*METHODS, "auto"], help=f"default auto: what --budget maps to. {methods}")
     parser.add_argument(
-        "--budget", choices=list(BUDGETS), help="what --method auto runs (default balanced); implies --method auto"
-    )
-    parser.add_argument(
-        "--keep-documents", type=int, default=2, help="hierarchical: documents kept for the sentence pass"
-    )
-    parser.add_argument(
-        "--doc-method", choices=["exact", "fast"], default="exact", help="hierarchical: the document pass"
-    )
-    parser.add_argument(
-        "--keep-similar",
+        "--threads",
         type=int,
-        default=0,
         metavar="N",
-        help="hierarchical: also keep the N documents BM25 ranks highest (needs the similarity extra)",
+        help="torch CPU threads (default: one per core); on a shared or busy machine 1 or 2 cost far less CPU",
     )
-    parser.add_argument("--keep-sentences", type=int, default=5, help="pruned: sentences the target rescores")
-    parser.add_argument(
-        "--rescore", type=int, default=0, metavar="N", help="fast: its top N sentences get their exact LOO"
-    )
-    parser.add_argument(
-        "--max-forwards", type=int, metavar="N", help="refuse an attribution that plans more than N forward passes"
-    )
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of ``AttributionOptions``, its choices, type and help taken from
+    the field; an absent flag keeps the field's default."""
+    for name, field in AttributionOptions.model_fields.items():
+        kind = field.annotation
+        choices = get_args(kind) if get_origin(kind) is Literal else None
+        default = "" if field.default is None else f" (default: {field.default})"
+        help_text = f"{field.description}{default}"
+        if kind is bool:
+            parser.add_argument(_flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif choices:
+            parser.add_argument(_flag(name), choices=choices, help=help_text)
+        else:
+            number = float if kind is float else int
+            parser.add_argument(_flag(name), type=number, metavar="N", help=help_text)
 
 
 def options_from(args: argparse.Namespace) -> AttributionOptions:
-    """The options of the method arguments; ``--budget`` with another method than auto is
-    refused (it would be ignored)."""
-    if args.budget and args.method not in (None, "auto"):
+    """The options the flags of ``add_option_arguments`` give; ``--budget`` with another
+    method than auto is refused (it would be ignored)."""
+    if getattr(args, "budget", None) and getattr(args, "method", None) not in (None, "auto"):
         raise CliError(f"--budget chooses what --method auto runs; it does not apply to --method {args.method}")
+    fields = AttributionOptions.model_fields
+    given = {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
     try:
-        return AttributionOptions(
-            method=args.method or "auto",
-            budget=args.budget or "balanced",
-            keep_documents=args.keep_documents,
-            doc_method=args.doc_method,
-            keep_similar=args.keep_similar,
-            keep_sentences=args.keep_sentences,
-            rescore=args.rescore,
-            max_forwards=args.max_forwards,
-        )
+        return AttributionOptions(**given)
     except ValidationError as error:
         raise CliError(describe_errors(error)) from None
 
@@ -113,11 +104,20 @@ def load_attributor(args: argparse.Namespace, progress: bool | None = None) -> A
     _check_model_argument("--model", args.model)
     _check_model_argument("--target", args.target)
     _check_device(args.device)
+    if args.threads is not None and args.threads < 1:
+        raise CliError(f"--threads must be at least 1, not {args.threads}")
     from ..attributor import Attributor
 
     progress = sys.stderr.isatty() if progress is None else progress
     try:
-        return Attributor(args.model, device=args.device, dtype=args.dtype, target=args.target, progress=progress)
+        return Attributor(
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            target=args.target,
+            progress=progress,
+            threads=args.threads,
+        )
     except OSError as error:  # not found, offline, unreadable: say which model
         models = (args.model or "the embedded model") + (f" or --target {args.target}" if args.target else "")
         raise CliError(f"cannot load {models}: {error}", exit_code=1) from None
