@@ -1,8 +1,8 @@
 """GPU speed of attribution against generating the answer, on random-weight models of real
 shapes (Llama-3.1-8B as the answering model, Llama-3.2-1B as the proxy).
 
-    python benchmarks/gpu.py                 # H100/H200: the 2k and 4k workloads, bf16
-    python benchmarks/gpu.py --tiny          # CPU smoke run with tiny shapes (the same code)
+    python -m benchmarks.gpu                 # H100/H200: the 2k and 4k workloads, bf16
+    python -m benchmarks.gpu --tiny          # CPU smoke run with tiny shapes (the same code)
 
 Speed does not depend on weight values, so random weights are honest for timing; they say
 nothing about faithfulness. The workload: documents × 5 sentences × ~40 tokens (10 documents:
@@ -36,6 +36,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from attribot_rag import AttributionOptions, Attributor, Document, LoadedModel
 from attribot_rag.models import auto_dtype, embedded_model_dir
 from attribot_rag.prompt import TokenizedText, render
+from benchmarks import RESULTS
 
 SHAPES = {
     "llama-3.1-8b": dict(
@@ -258,7 +259,9 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.gpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny shapes and workloads (CPU smoke run)")
     parser.add_argument("--device")
     parser.add_argument("--dtype")
@@ -280,9 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path(os.environ["OUT"]) / "gpu.json"
-        if os.environ.get("OUT")
-        else Path(__file__).parent / "results" / "gpu.json",
+        default=Path(os.environ["OUT"]) / "gpu.json" if os.environ.get("OUT") else RESULTS / "gpu.json",
     )
     args = parser.parse_args(argv)
     report = run(args)

@@ -1,13 +1,13 @@
 """Two parts of the GPU check (``scripts/gpu_check.sh``, docs/gpu.md):
 
-    python benchmarks/gpu_check.py serve --device cuda --out $OUT/serve.json
-    python benchmarks/gpu_check.py summary --out $OUT --steps STEPS.tsv --device NAME
+    python -m benchmarks.gpu_check serve --device cuda --out $OUT/serve.json
+    python -m benchmarks.gpu_check summary --out $OUT --steps STEPS.tsv --device NAME
 
 ``serve``: the serving path on the device. A random-weight Llama-3.2-1B-shaped model (bf16 on
 a GPU; ``--tiny``: a tiny shape) is saved to a temporary folder with its tokenizer; the same
 ``--n`` requests (~2,100-token prompts, 100-token answers, the default options) are timed as
 direct ``Attributor`` calls one after another, then sent to ``attribot-rag serve --device``
-over loopback from ``--concurrency`` client threads (``benchmarks/serve.py``'s two phases).
+over loopback from ``--concurrency`` client threads (``benchmarks.serve``'s two phases).
 Reports requests per second of both, and whether every served result equals its direct call.
 
 ``summary``: ``gpu_check.json``, the whole check in one file: each step's exit status and
@@ -34,14 +34,14 @@ TESTS_XML, BENCHMARK_JSON, SERVE_JSON = "cuda_tests.xml", "gpu.json", "serve.jso
 
 def serve(args: argparse.Namespace) -> dict[str, Any]:
     import torch
-    from gpu import max_difference, random_model, tokenizer_dir, workload
-    from serve import direct_phase, served_phase
     from transformers import AutoTokenizer
 
     from attribot_rag import AttributionOptions, Attributor, RemoteAttributor
     from attribot_rag.models import auto_dtype
     from attribot_rag.prompt import TokenizedText, render
     from attribot_rag.service_process import ServiceProcess
+    from benchmarks.gpu import max_difference, random_model, tokenizer_dir, workload
+    from benchmarks.serve import direct_phase, served_phase
 
     dtype = str(auto_dtype(args.device)).removeprefix("torch.")
     shape, size = ("tiny-small", (2, 2, 10, 8)) if args.tiny else ("llama-3.2-1b", (10, 5, 40, 100))
@@ -161,7 +161,9 @@ def summary(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.gpu_check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serving = commands.add_parser("serve", help="the serving path on the device")
     serving.add_argument("--device", default="cuda")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check in one call (docs/gpu.md): on a lent GPU machine, within 8 minutes on one H100,
 #   1. the tests marked cuda (tests/test_cuda.py) on the device,
-#   2. benchmarks/gpu.py: random-weight Llama-3.1-8B and Llama-3.2-1B shapes, 2k and 4k tokens,
+#   2. python -m benchmarks.gpu: random-weight Llama-3.1-8B and Llama-3.2-1B shapes, 2k and 4k tokens,
 #   3. the serving path: attribot-rag serve --device cuda, 16 concurrent requests,
 # each under its own time limit, writing its results under ${OUT:-gpu_results} and after each
 # step gpu_check.json (every step, test and figure in one file) with the log gpu_check.log.
@@ -40,7 +40,7 @@ else
   device=${device:-unknown} target=cuda tiny=() tests=(-m cuda)
 fi
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-summary=("$py" benchmarks/gpu_check.py summary --out "$out" --steps "$work/steps.tsv" --device "$device" --commit "$commit")
+summary=("$py" -m benchmarks.gpu_check summary --out "$out" --steps "$work/steps.tsv" --device "$device" --commit "$commit")
 ((dry_run)) && summary+=(--dry-run)
 failed=0
 
@@ -68,8 +68,8 @@ if ((!dry_run)); then
 fi
 step "cuda tests" 120 "$py" -m pytest -p no:cacheprovider -q -rs -o junit_family=xunit1 \
   --junitxml="$out/cuda_tests.xml" "${tests[@]}" tests/test_cuda.py
-step "benchmark" 200 "$py" benchmarks/gpu.py "${tiny[@]}" --device "$target" --repeats 1 --out "$out/gpu.json"
-step "serve" 80 "$py" benchmarks/gpu_check.py serve "${tiny[@]}" --device "$target" --n 16 --concurrency 16 \
+step "benchmark" 200 "$py" -m benchmarks.gpu "${tiny[@]}" --device "$target" --repeats 1 --out "$out/gpu.json"
+step "serve" 80 "$py" -m benchmarks.gpu_check serve "${tiny[@]}" --device "$target" --n 16 --concurrency 16 \
   --out "$out/serve.json"
 echo "gpu_check: done in $SECONDS s; summary in $out/gpu_check.json"
 exit "$failed"

@@ -11,10 +11,8 @@ the GPU check is known to work before a device sees it. Measured differences are
 from __future__ import annotations
 
 import heapq
-import importlib.util
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,12 +20,9 @@ from transformers import AutoTokenizer
 
 from attribot_rag import Attributor, LoadedModel
 from attribot_rag.scorer import Scorer
+from benchmarks import gpu
 
 pytestmark = pytest.mark.model  # builds language models (random weights), on either device
-
-_spec = importlib.util.spec_from_file_location("gpu", Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py")
-gpu = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gpu)
 
 SHAPE = {"cuda": "llama-3.2-1b", "cpu": "tiny-large"}
 # documents, sentences each, tokens per sentence, answer tokens: ~450 and ~80 prompt tokens

@@ -1,21 +1,17 @@
 """The GPU benchmark runs end to end on the CPU with tiny random-weight shapes: every figure
 of both workloads, and the issue's targets computed from them."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
+from benchmarks import gpu
 
 
 @pytest.mark.model
 def test_gpu_benchmark_tiny_run_reports_every_figure(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("gpu_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--tiny", "--device", "cpu", "--repeats", "1", "--out", str(tmp_path / "gpu.json")])
+    gpu.main(["--tiny", "--device", "cpu", "--repeats", "1", "--out", str(tmp_path / "gpu.json")])
     report = json.loads((tmp_path / "gpu.json").read_text())
     assert report["default method"] == {"method": "fast", "rescore": 3}
     rows = report["workloads"]
