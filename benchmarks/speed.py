@@ -6,6 +6,8 @@ peak memory on many small documents.
     modeljob nice -n 10 .venv/bin/python -m benchmarks.speed agreement --documents 10 --n 30 --reference-n 10
     modeljob nice -n 10 .venv/bin/python -m benchmarks.speed growth
     modeljob nice -n 10 .venv/bin/python -m benchmarks.speed memory
+    modeljob nice -n 10 .venv/bin/python -m benchmarks.speed small --count 100 --n 3
+    modeljob nice -n 10 .venv/bin/python -m benchmarks.speed profile --documents 4 --n 3
 
 ``agreement``: each question (the gold answer scored; ``--documents 4``: the 2 gold paragraphs
 and 2 distractors, as ``benchmarks.faithfulness --setting gold4``; 10: all of them) runs every setting
@@ -14,8 +16,15 @@ float32 (the ``faithful`` budget); settings without a dtype run in the default o
 (``dtype="auto"``). Expensive settings (exact, naive) run on the first ``--reference-n`` /
 ``--naive-n`` questions only; agreement is measured where the reference ran. Times are the
 process's CPU time (one torch thread: the work done, whatever the neighbours' load); medians
-over questions. Results are rewritten after every question:
-``benchmarks/results/speed_<documents>docs.{json,md}``.
+over questions. Every setting's cost is also given in *floors*: per question, its CPU time over
+the CPU time of one forward of the prompt and answer timed in the same process (the least any
+LOO method costs), then the median; floors carry across machines, seconds do not. Results are
+rewritten after every question: ``benchmarks/results/speed_<documents>docs.{json,md}``.
+
+``small``: the settings and the floor on ``--count`` small documents (one sentence pair each),
+``benchmarks/results/speed_<count>small.{json,md}``. ``profile``: where one setting's CPU time
+goes, stage by stage (rendering, tokenization, the full pass, the frozen tails, each rescored
+ablation, the context gain), in floors: ``benchmarks/results/speed_profile_<workload>.{json,md}``.
 """
 
 from __future__ import annotations
@@ -30,13 +39,15 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from attribot_rag import BUDGETS, Attributor, Document
+from attribot_rag import BUDGETS, Attributor, Document, methods
+from attribot_rag import attributor as attributor_module
 from attribot_rag.models import auto_dtype
 from attribot_rag.prompt import TokenizedText, render
 from attribot_rag.scorer import Scorer
@@ -204,6 +215,12 @@ def _median(values: list[float]) -> float | None:
     return float(statistics.median(values)) if values else None
 
 
+def median_floors(runs: list[tuple[Any, SettingRun]]) -> float | None:
+    """Median over questions of a setting's CPU time over the floor of its question and dtype
+    (``row.one_forward``), where that floor was timed."""
+    return _median([run.cpu / row.one_forward[run.dtype] for row, run in runs if run.dtype in row.one_forward])
+
+
 def summarize(rows: list[AgreementRow], settings: list[str]) -> dict[str, dict[str, Any]]:
     """Per setting: CPU time, its ratio to the reference's, agreement with the reference
     (where both ran) and gold-sentence precision."""
@@ -245,6 +262,7 @@ def summarize(rows: list[AgreementRow], settings: list[str]) -> dict[str, dict[s
             "method": runs[0][1].method,
             "options": runs[0][1].options,
             "median_cpu": _median([run.cpu for _, run in runs]),
+            "median_floors": median_floors(runs),
             "median_wall": _median([run.wall for _, run in runs]),
             "with_reference": len(with_reference),
             "speedup_cpu": _median([ref.cpu / run.cpu for _, run, ref in with_reference]),
@@ -282,14 +300,15 @@ def markdown(report: dict) -> str:
         "",
         f"Reference: {REFERENCE} (exact LOO in float32) on the questions where it ran (column `ref q`). CPU seconds: medians; "
         "top-1, top-3 recall, gold top-1: means; Pearson: median; max diff: largest |score - reference| (nats). "
-        "gold top-1: the top sentence is a HotpotQA supporting fact (all questions; `gold top-1 (ref q)` on the reference's).",
+        "gold top-1: the top sentence is a HotpotQA supporting fact (all questions; `gold top-1 (ref q)` on the reference's). "
+        "floors: median over questions of CPU time / one forward of that question's prompt and answer in the setting's dtype.",
         "",
-        "| setting | dtype | q | CPU s | ref q | speed-up vs exact f32 | top-1 | top-3 recall | Pearson | max diff | doc top-1 | gold top-1 | gold top-1 (ref q) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | dtype | q | CPU s | floors | ref q | speed-up vs exact f32 | top-1 | top-3 recall | Pearson | max diff | doc top-1 | gold top-1 | gold top-1 (ref q) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in report["summary"].items():
         lines.append(
-            f"| {name} | {s['dtype']} | {s['questions']} | {cell(s['median_cpu'], 1)} | {s['with_reference']} | {cell(s['speedup_cpu'])}× | {cell(s['top1'])} | "
+            f"| {name} | {s['dtype']} | {s['questions']} | {cell(s['median_cpu'], 1)} | {cell(s.get('median_floors'))} | {s['with_reference']} | {cell(s['speedup_cpu'])}× | {cell(s['top1'])} | "
             f"{cell(s['top3_recall'])} | {cell(s['pearson'], 3)} | {cell(s['max_abs_diff'], 3)} | {cell(s['document_top1'])} | {cell(s['gold_top1'])} | {cell(s['gold_top1_with_reference'])} |"
         )
     floors = {
@@ -483,6 +502,210 @@ def memory(args: argparse.Namespace) -> None:
     (args.out or RESULTS / "speed_memory.json").write_text(json.dumps(report, indent=1))
 
 
+# -- small: the settings in floors on many small documents --------------------------------
+def small_question(index: int, count: int) -> tuple[str, str]:
+    """Question ``index`` about ``small_documents(count)`` and its answer (a different crate each)."""
+    crate = (7 * index + 3) % count
+    return (
+        f"Which crate holds {crate * 7 % 50} brass lanterns?",
+        f"Crate {crate} holds {crate * 7 % 50} brass lanterns.",
+    )
+
+
+@dataclass
+class FloorRow:
+    """One question of ``small``: each setting's run and the floor (``one_forward``)."""
+
+    id: str
+    settings: dict[str, SettingRun]
+    one_forward: dict[str, float]
+    prompt_tokens: int
+
+
+def small(args: argparse.Namespace) -> None:
+    """Every setting of ``--settings`` and the floor on ``--count`` small documents, one
+    process, ``--n`` questions."""
+    attributors = Attributors()
+    documents = small_documents(args.count)
+    out = args.out or RESULTS / f"speed_{args.count}small.json"
+    rows: list[FloorRow] = []
+    for index in range(args.n):
+        question, answer = small_question(index, args.count)
+        settings = {name: run_setting(attributors, name, question, documents, answer) for name in args.settings}
+        dtypes = {run.dtype for run in settings.values()}
+        one_forward = {dtype: one_forward_cpu(attributors.get(dtype), question, documents, answer) for dtype in dtypes}
+        default = attributors.get(None)
+        tokens = len(default.tokenizer(render_text(default, question, documents), add_special_tokens=False).input_ids)
+        rows.append(FloorRow(f"crates-{index}", settings, one_forward, tokens))
+        print(
+            f"{rows[-1].id}: floor {one_forward}; "
+            + ", ".join(f"{name} {run.cpu:.1f}s" for name, run in settings.items()),
+            flush=True,
+        )
+    summary = {
+        name: {
+            "dtype": rows[0].settings[name].dtype,
+            "median_cpu": _median([row.settings[name].cpu for row in rows]),
+            "median_floors": median_floors([(row, row.settings[name]) for row in rows]),
+        }
+        for name in args.settings
+    }
+    floors = {dtype: _median([row.one_forward[dtype] for row in rows]) for dtype in rows[0].one_forward}
+    report = {
+        "command": command_line("speed"),
+        "machine": machine(),
+        "documents": args.count,
+        "prompt_tokens": _median([row.prompt_tokens for row in rows]),
+        "floor_cpu": floors,
+        "summary": summary,
+        "rows": [asdict(row) for row in rows],
+    }
+    lines = [
+        f"# Cost in floors: {args.count} small documents",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {report['machine']}; {len(rows)} questions; prompt tokens (median): {report['prompt_tokens']:.0f}; "
+        "floor (one forward of prompt and answer, median CPU s): "
+        + ", ".join(f"{d} {c:.2f}" for d, c in floors.items()),
+        "",
+        "| setting | dtype | CPU s (median) | floors (median) |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {row['dtype']} | {cell(row['median_cpu'], 1)} | {cell(row['median_floors'])} |"
+            for name, row in summary.items()
+        ),
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+# -- profile: where a setting's CPU time goes ------------------------------------------------
+# The stages a profile separates: (owner, attribute, stage). A stage's time is its own (self)
+# time: a stage called inside another is subtracted from the outer one.
+STAGES: list[tuple[Any, str, str]] = [
+    (attributor_module, "render", "rendering"),
+    (TokenizedText, "of", "tokenization"),
+    (Scorer, "full_pass", "full pass"),
+    (Scorer, "frozen_loo", "frozen tails"),
+    (Scorer, "_score_batch", "rescored ablations"),
+    (methods, "context_gain", "context gain"),
+]
+
+
+class StageClock:
+    """CPU time per stage of one call, recorded by wrapping the stages' functions in place
+    (restored on exit); ``calls`` counts each stage's calls (a rescored ablation is one
+    ``_score_batch`` call on a CPU, one ablation per forward)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._stack: list[list[float]] = []  # per active stage: [start, time spent in inner stages]
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def _wrap(self, function: Any, stage: str) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._stack.append([time.process_time(), 0.0])
+            try:
+                return function(*args, **kwargs)
+            finally:
+                start, inner = self._stack.pop()
+                spent = time.process_time() - start
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + spent - inner
+                self.calls[stage] = self.calls.get(stage, 0) + 1
+                if self._stack:
+                    self._stack[-1][1] += spent
+
+        return timed
+
+    def __enter__(self) -> StageClock:
+        for owner, name, stage in STAGES:
+            original = owner.__dict__[name]
+            self._saved.append((owner, name, original))
+            if isinstance(original, classmethod):
+                setattr(owner, name, classmethod(self._wrap(original.__func__, stage)))
+            else:
+                setattr(owner, name, self._wrap(original, stage))
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for owner, name, original in reversed(self._saved):
+            setattr(owner, name, original)
+        self._saved.clear()
+
+
+def profile_workload(args: argparse.Namespace) -> list[tuple[str, str, str, list[Document]]]:
+    """(id, question, answer, documents) of the profiled questions."""
+    if args.documents == "100small":
+        documents = small_documents(100)
+        return [(f"crates-{i}", *small_question(i, 100), documents) for i in range(args.n)]
+    questions: list[tuple[str, str, str, list[Document]]] = []
+    for item in load_questions(HOTPOTQA, args.n * 2):
+        item = select_documents(item, "gold4" if args.documents == "4" else "full")
+        answer = gold_answer(item)
+        if answer and len(questions) < args.n:
+            questions.append((item["id"], item["question"], answer, documents_of(item)))
+    return questions
+
+
+def profile(args: argparse.Namespace) -> None:
+    """Per question: the floor, then the setting with its stages clocked; medians in floors."""
+    attributors = Attributors()
+    kwargs, dtype = SETTINGS[args.setting]
+    attributor = attributors.get(dtype)
+    rows: list[dict[str, Any]] = []
+    for id_, question, answer, documents in profile_workload(args):
+        floor = one_forward_cpu(attributor, question, documents, answer)
+        with StageClock() as clock:
+            run = cpu_and_wall(partial(attributor.attribute, question, documents, answer, **kwargs))
+        stages = {stage: clock.seconds.get(stage, 0.0) for *_, stage in STAGES}
+        stages["other"] = run.cpu - sum(stages.values())
+        rows.append({"id": id_, "floor": floor, "cpu": run.cpu, "stages": stages, "calls": clock.calls})
+        print(json.dumps(rows[-1]), flush=True)
+    table = {
+        stage: {
+            "cpu": _median([row["stages"][stage] for row in rows]),
+            "floors": _median([row["stages"][stage] / row["floor"] for row in rows]),
+            "calls": _median([row["calls"].get(stage, 0) for row in rows]),
+        }
+        for stage in rows[0]["stages"]
+    }
+    table["total"] = {
+        "cpu": _median([row["cpu"] for row in rows]),
+        "floors": _median([row["cpu"] / row["floor"] for row in rows]),
+        "calls": None,
+    }
+    report = {
+        "command": command_line("speed"),
+        "machine": machine(),
+        "setting": args.setting,
+        "workload": args.documents,
+        "floor_cpu": _median([row["floor"] for row in rows]),
+        "table": table,
+        "rows": rows,
+    }
+    lines = [
+        f"# Where `{args.setting}`'s time goes: {args.documents} documents",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {report['machine']}; {len(rows)} questions; floor (median CPU s): {report['floor_cpu']:.2f}",
+        "",
+        "| stage | calls (median) | CPU s (median) | floors (median) |",
+        "|---|---|---|---|",
+        *(
+            f"| {stage} | {cell(row['calls'], 0)} | {cell(row['cpu'])} | {cell(row['floors'])} |"
+            for stage, row in table.items()
+        ),
+    ]
+    out = args.out or RESULTS / f"speed_profile_{args.documents}docs.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -511,6 +734,16 @@ def parser() -> argparse.ArgumentParser:
         help="SETTING:DOCUMENTS (truncate='documents')",
     )
     m.add_argument("--out", type=Path)
+    s = commands.add_parser("small", help="the settings in floors on many small documents")
+    s.add_argument("--count", type=int, default=100, help="documents")
+    s.add_argument("--n", type=int, default=3, help="questions")
+    s.add_argument("--settings", nargs="+", default=["fast", "budget-balanced"], choices=list(SETTINGS))
+    s.add_argument("--out", type=Path)
+    p = commands.add_parser("profile", help="where a setting's CPU time goes, stage by stage, in floors")
+    p.add_argument("--documents", choices=["4", "10", "100small"], default="4")
+    p.add_argument("--setting", default="budget-balanced", choices=list(SETTINGS))
+    p.add_argument("--n", type=int, default=3, help="questions")
+    p.add_argument("--out", type=Path)
     c = commands.add_parser("memory-child")
     c.add_argument("--setting", required=True, choices=list(SETTINGS))
     c.add_argument("--count", type=int, required=True)
@@ -521,7 +754,16 @@ def main() -> None:
     args = parser().parse_args()
     if args.command == "agreement" and args.reference_n is None:
         args.reference_n = args.n
-    {"agreement": agreement, "growth": growth, "memory": memory, "memory-child": memory_child}[args.command](args)
+    torch.set_num_threads(1)  # CPU time is the work done; one thread keeps it comparable
+    commands = {
+        "agreement": agreement,
+        "growth": growth,
+        "memory": memory,
+        "memory-child": memory_child,
+        "small": small,
+        "profile": profile,
+    }
+    commands[args.command](args)
 
 
 if __name__ == "__main__":
