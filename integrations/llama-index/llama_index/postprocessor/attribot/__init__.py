@@ -1,26 +1,10 @@
-"""LlamaIndex integration of attribot-rag: leave-one-out citations for RAG answers."""
+"""LlamaIndex integration of attribot-rag: leave-one-out citations for RAG answers.
+
+``AttributorLLM``, the offline demo LLM of the examples and tests, is in ``local_models``."""
 
 from llama_index.postprocessor.attribot._version import __version__ as __version__
 from llama_index.postprocessor.attribot.base import AttriBoTPostprocessor
-from llama_index.postprocessor.attribot.citations import (
-    AnswerSentenceCitations,
-    CitationResult,
-    NodeCitation,
-    SentenceCitation,
-)
-from llama_index.postprocessor.attribot.events import (
-    AttributionEndEvent,
-    AttributionStartEvent,
-)
-from llama_index.postprocessor.attribot.local_models import AttributorLLM
+from llama_index.postprocessor.attribot.citations import CitationResult
+from llama_index.postprocessor.attribot.events import AttributionEndEvent, AttributionStartEvent
 
-__all__ = [
-    "AnswerSentenceCitations",
-    "AttriBoTPostprocessor",
-    "AttributionEndEvent",
-    "AttributionStartEvent",
-    "AttributorLLM",
-    "CitationResult",
-    "NodeCitation",
-    "SentenceCitation",
-]
+__all__ = ["AttriBoTPostprocessor", "AttributionEndEvent", "AttributionStartEvent", "CitationResult"]

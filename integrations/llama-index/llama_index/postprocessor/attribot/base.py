@@ -4,127 +4,76 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
-from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from attribot_rag import shared_attributor
-from attribot_rag.options import Budget, CitationOptions, Method
+from attribot_rag import CitationOptions, Citations, shared_attributor
+from attribot_rag.messages import Messages
+from attribot_rag.protocol import AttributorLike
 
-from . import hook
-from .citations import CitationResult, ShownNode, citation_result
+from .citations import CitationResult, document, failed
 from .events import AttributionEndEvent, AttributionStartEvent
+from .hook import Hook
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
-
-_CORE = CitationOptions()  # the core's defaults, shared with the LangChain integration
-# The CitationOptions fields that are fields of the postprocessor; the others go in attribute_kwargs.
-_SETTINGS = ("method", "budget", "keep_documents", "keep_sentences", "per_claim", "min_score")
 
 
 class AttriBoTPostprocessor(BaseNodePostprocessor):
     """Attach faithful leave-one-out (LOO) citations to the answers of a query or chat engine.
 
-    Add it to ``node_postprocessors`` (last: it records the nodes it passes on). It passes
-    them through unchanged (``top_n`` keeps only the first ``top_n``) and records them for
-    the running query or chat call; the instrumentation hook records the messages that
-    call's LLM received. After the answer, each sentence of those nodes, located in those
-    messages, is scored by how much the answer's log-probability drops without it, and
-    ``response.metadata`` gets ``citations``, ``answer_citations``, ``cited_answer``,
-    ``attribution``, ``unseen_nodes`` and ``citation_result`` (a ``CitationResult``). A
-    failed attribution leaves the response as it is and sets ``citations_error`` instead.
+    Put it last in ``node_postprocessors``: it passes the nodes on (the first ``top_n``) and
+    records them for the running call, with the messages its LLM then reads. Each sentence of
+    those nodes is scored by how much the answer's log-probability drops without it;
+    ``response.metadata["citation_result"]`` and ``wait(response)`` (any response, streaming chat
+    too) give the ``CitationResult``, the error form if attribution failed: the answer is never
+    lost. Attribution never runs on an event loop: there, and with ``background=True``, it runs
+    in this postprocessor's worker thread. Its instrumentation handlers and worker live until
+    ``close()`` (or the end of a ``with`` block).
 
-    Attribution never runs on an event loop: in async code (``aquery``, ``achat``,
-    ``astream_chat``) it runs in a worker thread; ``await AttriBoTPostprocessor.await_result(
-    response)`` waits for it. With ``background=True`` sync calls return at once too, and
-    ``AttriBoTPostprocessor.wait(response)`` waits.
-
-    The scores come from a local proxy model (``model``: Hugging Face id or local path; default:
-    the embedded SmolLM2-135M-Instruct, shared by the whole process) that may differ from the
-    LLM that wrote the answer. Pass ``attributor=`` to use an ``attribot_rag.Attributor`` of
-    your own (e.g. with a ``target`` for ``method="pruned"``), or a ``RemoteAttributor`` (an
-    ``attribot-rag serve`` service): anything with ``attribute_messages_with``.
+    Options: ``options=CitationOptions(...)`` or its fields as keywords, not both. Scores come
+    from ``attributor`` (e.g. a ``RemoteAttributor``), else from the process's shared local
+    model ``model`` (default: the embedded SmolLM2-135M-Instruct) on ``device`` in ``dtype``,
+    loaded on first use.
     """
 
-    method: Method = Field(
-        default=_CORE.method,
-        description="Attribution method: 'auto' (what budget maps to), or one of attribot_rag.METHODS.",
-    )
-    budget: Budget = Field(
-        default=_CORE.budget, description="What method='auto' runs: 'fast', 'balanced' or 'faithful'."
-    )
-    keep_documents: int = Field(
-        default=_CORE.keep_documents, ge=1, description="Nodes whose sentences 'hierarchical' scores."
-    )
-    keep_sentences: int = Field(
-        default=_CORE.keep_sentences, ge=1, description="Sentences the target rescores with 'pruned'."
-    )
-    attribute_kwargs: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Further attribot_rag.CitationOptions fields, e.g. {'doc_method': 'fast', 'max_forwards': 2000}.",
-    )
-    per_claim: int = Field(default=_CORE.per_claim, ge=1, description="Sources cited per answer sentence.")
-    min_score: float = Field(default=_CORE.min_score, description="Cite only sentences scoring above this (nats).")
+    model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not ignored
+
+    options: CitationOptions = Field(default_factory=CitationOptions, description="attribot_rag.CitationOptions")
     top_n: int | None = Field(default=None, ge=1, description="Keep only the first top_n nodes (None: all).")
-    background: bool = Field(
-        default=False, description="Attribute sync calls in a worker thread too; wait() returns the result."
-    )
-    model: str | None = Field(
-        default=None, description="Attribution model: HF id or local path (None: the embedded default)."
-    )
+    background: bool = Field(default=False, description="Attribute sync calls in the worker thread too.")
+    model: str | None = Field(default=None, description="Attribution model: HF id or path (None: the embedded one).")
     device: str | None = Field(default=None, description="Device of the attribution model (None: automatic).")
     dtype: str | None = Field(default=None, description="dtype of the attribution model (None: automatic).")
 
-    _attributor: Any = PrivateAttr(default=None)
+    _attributor: AttributorLike | None = PrivateAttr(default=None)
+    _hook: Hook = PrivateAttr()
 
-    def __init__(self, attributor: Any = None, options: CitationOptions | None = None, **kwargs: Any) -> None:
-        if options is not None:
-            clash = sorted(set(kwargs) & {*_SETTINGS, "attribute_kwargs"})
-            if clash:
-                raise TypeError(
-                    f"{', '.join(clash)} given twice: pass the settings either as options= or as keyword arguments"
-                )
-            settings = options.model_dump()
-            kwargs.update({name: settings.pop(name) for name in _SETTINGS})
-            kwargs["attribute_kwargs"] = {
-                name: value for name, value in settings.items() if value != CitationOptions.model_fields[name].default
-            }
-        super().__init__(**kwargs)
-        if attributor is not None and not callable(getattr(attributor, "attribute_messages_with", None)):
-            raise TypeError(
-                f"attributor must be an attribot_rag.Attributor or RemoteAttributor, not {type(attributor).__name__}"
-            )
+    def __init__(
+        self, attributor: AttributorLike | None = None, options: CitationOptions | None = None, **kwargs: Any
+    ) -> None:
+        fields = {name: kwargs.pop(name) for name in CitationOptions.model_fields if name in kwargs}
+        if options is not None and fields:
+            raise TypeError(f"{', '.join(fields)} given twice: pass the options either as options= or as keywords")
+        super().__init__(options=CitationOptions(**fields) if options is None else options, **kwargs)
+        if attributor is not None and not isinstance(attributor, AttributorLike):
+            raise TypeError(f"attributor must be an Attributor or RemoteAttributor, not {type(attributor).__name__}")
         self._attributor = attributor
-        hook.install()
-
-    @model_validator(mode="after")
-    def _valid_options(self) -> AttriBoTPostprocessor:
-        self.options  # noqa: B018 - fail at construction, not at the first answer
-        return self
+        self._hook = Hook(self)
+        self._hook.open()
 
     @classmethod
     def class_name(cls) -> str:
         return "AttriBoTPostprocessor"
 
     @property
-    def options(self) -> CitationOptions:
-        """The settings of every attribution this postprocessor runs, as the core validates them."""
-        fields = {name: getattr(self, name) for name in _SETTINGS}
-        repeated = sorted(set(fields) & set(self.attribute_kwargs))
-        if repeated:
-            raise ValueError(
-                f"attribute_kwargs repeats {', '.join(repeated)}: set them as fields of AttriBoTPostprocessor"
-            )
-        return CitationOptions(**fields, **self.attribute_kwargs)
-
-    @property
-    def attributor(self) -> Any:
-        """What attributes: the ``Attributor`` or ``RemoteAttributor`` passed, else the
-        process-wide shared ``Attributor`` (loaded on first use)."""
+    def attributor(self) -> AttributorLike:
+        """The attributor passed, else the shared one of ``model``/``device``/``dtype``."""
         if self._attributor is None:
             self._attributor = shared_attributor(self.model, self.device, self.dtype)
         return self._attributor
@@ -132,44 +81,70 @@ class AttriBoTPostprocessor(BaseNodePostprocessor):
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        if self.top_n is not None:
-            nodes = nodes[: self.top_n]
-        question = query_bundle.query_str if query_bundle is not None else None
-        if not hook.record_nodes(self, question, nodes):
+        nodes = nodes if self.top_n is None else nodes[: self.top_n]
+        if not self._hook.record(query_bundle.query_str if query_bundle is not None else None, nodes):
             logger.debug("attribot: postprocess_nodes called outside a query or chat engine call; nothing to cite")
         return nodes
 
     @dispatcher.span
     def attribute(
-        self, nodes: list[NodeWithScore], answer: str, messages: hook.Messages | None, question: str | None = None
+        self, nodes: list[NodeWithScore], answer: str, messages: Messages | None, question: str | None = None
     ) -> CitationResult:
-        """Citations of ``answer`` to the ``nodes`` the LLM read in ``messages`` (a chat, as
-        ``{"role", "content"}`` dicts, or a completion prompt). Nodes not found in them are
-        ``unseen_nodes``; with ``messages=None`` (no LLM call) every node is."""
-        shown = [s for s in map(ShownNode.of, nodes) if s is not None]
-        if not shown or not answer.strip() or messages is None:
-            unseen = [s.node for s in shown] if messages is None else []
-            return CitationResult(question=question, answer=answer, cited_answer=answer, unseen_nodes=unseen)
+        """Citations of ``answer`` to the ``nodes`` the LLM read in ``messages`` (chat messages
+        as ``{"role", "content"}`` dicts, or a completion prompt); nodes not in them are
+        ``unseen``, all of them without an LLM call (``None``). Never raises: a failure is logged
+        and gives the error form."""
         options = self.options
-        dispatcher.event(
-            AttributionStartEvent(
-                method=options.resolved().method, budget=options.budget, nodes=len(shown), answer=answer
+        shown = [n for n in nodes if n.node.get_content(metadata_mode=MetadataMode.NONE).strip()]
+        if not shown or not answer.strip() or messages is None:
+            uncited = Citations(answer=answer, claims=[], sources=[])
+            unseen = shown if messages is None else []
+            return CitationResult(
+                question=question, answer=answer, citations=uncited, documents=shown, unseen=unseen, options=options
             )
+        dispatcher.event(
+            AttributionStartEvent(method=options.plan().method, budget=options.budget, nodes=len(shown), answer=answer)
         )
-        result = self.attributor.attribute_messages_with(
-            messages, answer, [s.document() for s in shown], options.attribution()
-        )
-        citations = citation_result(result, shown, options.per_claim, options.min_score, question)
+        try:
+            documents = [document(node) for node in shown]
+            result = self.attributor.attribute_messages_with(messages, answer, documents, options.attribution())
+            citations = CitationResult(
+                question=question,
+                answer=answer,
+                citations=result.citations(options.per_claim, options.min_score, options.min_share),
+                attribution=result,
+                documents=shown,
+                unseen=[shown[i] for i in result.unseen_documents],
+                options=options,
+            )
+        except Exception as error:  # never break the user's query
+            logger.exception("attribot: attribution failed; the answer is returned without citations")
+            citations = failed(answer, error, question, options)
         dispatcher.event(AttributionEndEvent(result=citations))
         return citations
 
-    @staticmethod
-    def wait(response: Any, timeout: float | None = None) -> CitationResult:
-        """The citations of ``response`` (a query or chat engine's), waiting for a background
-        or async attribution, or for a stream to be consumed, at most ``timeout`` seconds."""
-        return hook.wait(response, timeout)
+    def wait(self, response: Any, timeout: float | None = None) -> CitationResult:
+        """The citations of a response of an engine this postprocessor is in, waiting for a
+        background or async attribution, or for its stream to be consumed, at most ``timeout`` s."""
+        job = self._hook.job_of(response)
+        try:
+            return job.future.result(timeout)
+        except FutureTimeout:
+            why = "its stream has not been consumed yet" if job.streaming else "the attribution is still running"
+            raise TimeoutError(f"no citations after {timeout} s: {why}") from None
 
-    @staticmethod
-    async def await_result(response: Any) -> CitationResult:
+    async def await_result(self, response: Any) -> CitationResult:
         """``wait`` for async code: awaits the attribution without blocking the event loop."""
-        return await asyncio.wrap_future(hook.future_of(response))
+        return await asyncio.wrap_future(self._hook.job_of(response).future)
+
+    def close(self) -> None:
+        """Remove the instrumentation handlers and stop the worker (after the attributions under
+        way); a stream consumed later is attributed by its consumer. A ``with`` reopens it."""
+        self._hook.close()
+
+    def __enter__(self) -> AttriBoTPostprocessor:
+        self._hook.open()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -1,8 +1,5 @@
 """Instrumentation events of the attribution step, so that tracers (Phoenix, Langfuse, your own
-event handler) see it: dispatched inside the ``AttriBoTPostprocessor.attribute`` span, itself
-a child of the query or chat span whose answer it attributes."""
-
-from __future__ import annotations
+handler) see it: inside the ``AttriBoTPostprocessor.attribute`` span, a child of the call's."""
 
 from llama_index.core.instrumentation.events import BaseEvent
 
@@ -11,7 +8,7 @@ from .citations import CitationResult
 
 class AttributionStartEvent(BaseEvent):
     """Attribution of one answer begins: the method that runs (what ``auto`` chose for the
-    budget), the budget, and how many nodes (with text) were recorded for the call."""
+    budget), the budget, and how many nodes (with text) the call passed on."""
 
     method: str
     budget: str
@@ -24,8 +21,7 @@ class AttributionStartEvent(BaseEvent):
 
 
 class AttributionEndEvent(BaseEvent):
-    """Attribution of one answer ended, with its citations. A failed attribution ends its span
-    with the error instead (``SpanDropEvent``)."""
+    """Attribution of one answer ended, with its citations (the error form if it failed)."""
 
     result: CitationResult
 
