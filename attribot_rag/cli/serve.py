@@ -134,7 +134,13 @@ def _run_ray(args: argparse.Namespace, settings: ServiceSettings) -> int:
         raise CliError("--ray needs the ray extra: pip install 'attribot-rag[serve,ray]'", exit_code=1) from None
     from ..service import ray_application
 
-    model = {"model": args.model, "device": args.device, "dtype": args.dtype, "target": args.target}
+    model = {
+        "model": args.model,
+        "device": args.device,
+        "dtype": args.dtype,
+        "target": args.target,
+        "threads": args.threads,
+    }
     ray.init(include_dashboard=False, logging_level=logging.WARNING)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # after Ray's own handler: clean up below on a plain kill
     try:
