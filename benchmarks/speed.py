@@ -650,6 +650,17 @@ def profile_workload(args: argparse.Namespace) -> list[tuple[str, str, str, list
     return questions
 
 
+def frozen_tokens(attributor: Attributor, question: str, documents: list[Document], answer: str) -> dict[str, int]:
+    """What the frozen tails recompute: one tail (the prompt after the last document, and the
+    answer) per span, against the prompt and answer's own tokens (what one forward reads)."""
+    rendered = render(question, documents, attributor.tokenizer, attributor.prompt_template)
+    prompt = TokenizedText.of(attributor.tokenizer, rendered.text, rendered.literal_spans)
+    answer_ids = TokenizedText.of(attributor.tokenizer, answer, [(0, len(answer))]).ids
+    tail = len(prompt.ids) - prompt.token_range(*rendered.document_spans[-1])[1] + len(answer_ids)
+    spans = len(rendered.document_spans) + len(rendered.sentence_spans)
+    return {"forward_tokens": len(prompt.ids) + len(answer_ids), "spans": spans, "tail_tokens": tail}
+
+
 def profile(args: argparse.Namespace) -> None:
     """Per question: the floor, then the setting with its stages clocked; medians in floors."""
     attributors = Attributors()
@@ -662,7 +673,8 @@ def profile(args: argparse.Namespace) -> None:
             run = cpu_and_wall(partial(attributor.attribute, question, documents, answer, **kwargs))
         stages = {stage: clock.seconds.get(stage, 0.0) for *_, stage in STAGES}
         stages["other"] = run.cpu - sum(stages.values())
-        rows.append({"id": id_, "floor": floor, "cpu": run.cpu, "stages": stages, "calls": clock.calls})
+        tokens = frozen_tokens(attributor, question, documents, answer)
+        rows.append({"id": id_, "floor": floor, "cpu": run.cpu, "stages": stages, "calls": clock.calls, **tokens})
         print(json.dumps(rows[-1]), flush=True)
     table = {
         stage: {
@@ -683,6 +695,9 @@ def profile(args: argparse.Namespace) -> None:
         "setting": args.setting,
         "workload": args.documents,
         "floor_cpu": _median([row["floor"] for row in rows]),
+        "tail_tokens_over_forward": _median(
+            [row["spans"] * row["tail_tokens"] / row["forward_tokens"] for row in rows]
+        ),
         "table": table,
         "rows": rows,
     }
@@ -691,6 +706,9 @@ def profile(args: argparse.Namespace) -> None:
         "",
         f"Command: `{report['command']}`  ",
         f"Machine: {report['machine']}; {len(rows)} questions; floor (median CPU s): {report['floor_cpu']:.2f}",
+        "",
+        f"The frozen tails recompute {report['tail_tokens_over_forward']:.2f}× the tokens of one forward "
+        "(spans × (prompt after the last document + answer) / (prompt + answer), median).",
         "",
         "| stage | calls (median) | CPU s (median) | floors (median) |",
         "|---|---|---|---|",
