@@ -192,3 +192,12 @@ def test_help_is_fast_and_imports_no_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr == "[]\n", done.stderr
     assert "--budget" in done.stdout and "--input" in done.stdout
+
+
+def test_threads_on_the_ray_engine_is_refused_because_actors_follow_their_cpus(tmp_path: Path, capsys) -> None:
+    argv = ["batch", "--input", "in.jsonl", "--output", str(tmp_path / "out.jsonl"), "--engine", "ray"]
+    assert main([*argv, "--threads", "2"]) == 2
+    assert capsys.readouterr().err == (
+        "attribot-rag batch: error: --threads is for --engine local; "
+        "a Ray actor runs one torch thread per CPU (--cpus-per-actor)\n"
+    )

@@ -66,6 +66,8 @@ def _check(args: argparse.Namespace) -> None:
             raise CliError(f"--{name.replace('_', '-')} must be {'at least 1' if name == 'actors' else 'non-negative'}")
     if args.engine == "local" and any(getattr(args, n) is not None for n in ("address", "actors", "gpus_per_actor")):
         raise CliError("--address, --actors and --gpus-per-actor need --engine ray")
+    if args.engine == "ray" and args.threads is not None:
+        raise CliError("--threads is for --engine local; a Ray actor runs one torch thread per CPU (--cpus-per-actor)")
 
 
 def run(args: argparse.Namespace) -> int:
