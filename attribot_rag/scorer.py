@@ -21,6 +21,23 @@ class AttributionOutOfMemory(RuntimeError):
     """Out of memory even with one ablation per forward."""
 
 
+class NonFiniteLogprobs(RuntimeError):
+    """The model gave a NaN or infinite log-probability: its weights are damaged, or its
+    dtype overflows. A score computed from it would be NaN, serialised as null ("not
+    scored"), and mean nothing."""
+
+
+def finite(logprobs: torch.Tensor, what: str) -> torch.Tensor:
+    """``logprobs`` (host tensors, read back already), once every value is finite."""
+    bad = ~torch.isfinite(logprobs)
+    if bad.any():
+        raise NonFiniteLogprobs(
+            f"the model gave non-finite log-probabilities ({logprobs[bad][0].item()}) for the answer "
+            f"after {what}: its weights are damaged (NaN) or its dtype overflows; no score can be computed"
+        )
+    return logprobs
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two token sequences."""
     n = min(len(a), len(b))
@@ -115,7 +132,7 @@ class Scorer:
         reference: no cache, no batching; the same float32 head as every path)."""
         ids = self._to_device(torch.tensor([list(prompt) + list(answer)]))
         hidden = self._decoder(input_ids=ids, use_cache=False).last_hidden_state
-        return self._answer_logprobs(hidden, [len(prompt)], ids[0, len(prompt) :])[0].cpu()
+        return finite(self._answer_logprobs(hidden, [len(prompt)], ids[0, len(prompt) :])[0].cpu(), "a prompt")
 
     @torch.inference_mode()
     def naive_loo(
@@ -267,7 +284,7 @@ class Scorer:
         ablated = torch.empty(len(order), width)
         for batch, logprobs in scored:
             ablated[batch] = logprobs.float().cpu()
-        return ablated
+        return finite(ablated, "an ablated prompt")
 
     # -- exact LOO -------------------------------------------------------------------------
     def _full(self, prompt: Sequence[int], answer: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
@@ -310,7 +327,7 @@ class Scorer:
         ablated = self._in_batches(
             order, len(answer), size, score, lambda batch: plan_batch(batch, prefixes, lengths, len(answer))
         )
-        return full.cpu(), ablated
+        return finite(full.cpu(), "the full prompt"), ablated
 
     def _score_batch(
         self,
@@ -412,4 +429,4 @@ class Scorer:
             hidden = out.last_hidden_state.view(len(batch), len(rest), -1)
             return self._answer_logprobs(hidden, [len(prompt) - tail] * len(batch), answer_t)
 
-        return full.cpu(), self._in_batches(range(len(spans)), len(answer), size, score)
+        return finite(full.cpu(), "the full prompt"), self._in_batches(range(len(spans)), len(answer), size, score)

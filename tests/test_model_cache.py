@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from attribot_rag import models
+from attribot_rag.cli import main
 from attribot_rag.models import convert_gguf, embedded_gguf, load_model
 
 pytestmark = pytest.mark.model  # converts and loads (tiny) models
@@ -121,27 +122,82 @@ def test_a_killed_conversion_leaves_no_staging_behind_and_modes_follow_the_umask
     assert load_model(str(target)).model.config.hidden_size == 16
 
 
+def _header_length_2_62(model: Path) -> None:
+    """The safetensors header length set to 2^62, the file's size unchanged."""
+    with open(model / "model.safetensors", "r+b") as handle:
+        handle.write((1 << 62).to_bytes(8, "little"))
+
+
+def _broken_template(model: Path) -> None:
+    """A jinja syntax error in the chat template, its size unchanged."""
+    path = model / "chat_template.jinja"
+    path.write_text(path.read_text(encoding="utf-8").replace("}}", "%}", 1), encoding="utf-8")
+
+
+def _truncated_tokenizer(model: Path) -> None:
+    path = model / "tokenizer.json"
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+DAMAGES = {
+    "header length 2^62": _header_length_2_62,
+    "broken chat template": _broken_template,
+    "truncated tokenizer.json": _truncated_tokenizer,
+}
+
+
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
         (
             lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]),
-            "model.safetensors is truncated",
+            "model.safetensors has 5000 bytes, not",
         ),
-        (lambda d: [p.unlink() for p in d.iterdir() if p.name != "config.json"], "tokenizer.json is missing"),
         (
-            lambda d: (d / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......"),
-            "model.safetensors has a damaged header",
+            lambda d: [p.unlink() for p in d.iterdir() if p.name != "config.json"],
+            "attribot-rag-manifest.json is missing",
         ),
+        (lambda d: (d / "tokenizer_config.json").unlink(), "tokenizer_config.json is missing"),
+        (DAMAGES["header length 2^62"], "model.safetensors does not match its SHA-256"),
+        (DAMAGES["broken chat template"], "chat_template.jinja does not match its SHA-256"),
+        (DAMAGES["truncated tokenizer.json"], "tokenizer.json has 1000 bytes, not"),
     ],
-    ids=["truncated weights", "config only", "damaged header"],
+    ids=["truncated weights", "config only", "a file missing", *DAMAGES],
 )
-def test_an_incomplete_cached_model_is_converted_again(tiny: Path, converted: Path, damage, reason, caplog) -> None:
+def test_a_damaged_cached_model_is_converted_again(tiny: Path, converted: Path, damage, reason, caplog) -> None:
+    """The conversion records each file's size and SHA-256; a file that differs is named and
+    the model converted again. The last three used to give a ``MemoryError``, a jinja
+    traceback at the first prompt, and an error naming no file, on every run."""
     damage(converted)
     with caplog.at_level(logging.WARNING, logger="attribot_rag"):
         assert convert_gguf(tiny, converted) == converted
-    assert f"{converted} is incomplete ({reason}" in caplog.text
-    assert load_model(str(converted)).model.config.vocab_size == VOCABULARY
+    assert f"{converted} is incomplete or damaged ({reason}" in caplog.text
+    loaded = load_model(str(converted))
+    assert loaded.model.config.vocab_size == VOCABULARY
+    assert loaded.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("header length 2^62", "model.safetensors: damaged (its header length says 4611686018427387904 bytes"),
+        ("broken chat template", "chat_template.jinja: the chat template 'default' does not compile"),
+        ("truncated tokenizer.json", "tokenizer.json: not valid JSON"),
+    ],
+)
+def test_a_damaged_model_directory_is_one_line_naming_the_file(
+    converted: Path, tmp_path: Path, damage: str, message: str, capsys
+) -> None:
+    """A model directory of the user's (nothing to convert again): one line naming the file and
+    the fix, exit 1, no traceback."""
+    model = tmp_path / "my-model"
+    shutil.copytree(converted, model)
+    DAMAGES[damage](model)
+    request = tmp_path / "q.json"
+    request.write_text('{"question": "Who?", "documents": ["Ann wrote it."], "answer": "Ann."}', encoding="utf-8")
+    assert main(["attribute", "--model", str(model), "--input", str(request)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{model}/{message}" in err and "download or convert the model again" in err
 
 
 @pytest.mark.parametrize("layout", ["cache is a file", "cache below a file"])

@@ -1,8 +1,11 @@
 """Nothing crashes, nothing is lost: odd text, memory errors, threads, other prompt formats."""
 
 import copy
+import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -10,9 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attribot_rag import AttributionOutOfMemory, Attributor, Document, LoadedModel
+from attribot_rag.batch import attribute_records
+from attribot_rag.cli import attribute as cli_attribute
+from attribot_rag.cli import main
+from attribot_rag.methods import METHODS
 from attribot_rag.models import cache_dir, convert_gguf
 from attribot_rag.prompt import TokenizedText, render
-from attribot_rag.scorer import Scorer
+from attribot_rag.scorer import NonFiniteLogprobs, Scorer
 
 TOLERANCE = 2e-3
 QUESTION = "When was the Veltrana Bridge completed?"
@@ -272,3 +279,42 @@ def test_truncate_drops_last_retrieved_documents_and_says_so(attributor: Attribu
     assert result.dropped_documents == [2]
     assert [d.doc_index for d in result.documents] == [0, 1]
     assert result.top(1)[0].text == "It was completed in 1742."
+
+
+@contextmanager
+def nan_weights(attributor: Attributor) -> Iterator[None]:
+    """The attributor's model with NaN input embeddings (tied to the output head here) while
+    it lasts, restored bit for bit after: the session's model is shared."""
+    weight = attributor.model.get_input_embeddings().weight
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight.fill_(float("nan"))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+
+
+@pytest.mark.parametrize("method", ["auto", *(name for name, spec in METHODS.items() if not spec.needs_target)])
+def test_non_finite_log_probabilities_are_an_error_that_says_so(attributor: Attributor, method: str) -> None:
+    """NaN weights gave every score NaN, serialised as null ("not scored"), and exit 0."""
+    before = attributor.attribute(QUESTION, DOCUMENTS, ANSWER, method=method)
+    with nan_weights(attributor), pytest.raises(NonFiniteLogprobs, match="non-finite log-probabilities \\(nan\\)"):
+        attributor.attribute(QUESTION, DOCUMENTS, ANSWER, method=method)
+    after = attributor.attribute(QUESTION, DOCUMENTS, ANSWER, method=method)
+    assert [s.score for s in after.sentences] == [s.score for s in before.sentences]
+
+
+def test_non_finite_log_probabilities_exit_1_from_the_cli_and_are_error_lines_in_a_batch(
+    attributor: Attributor, tmp_path, monkeypatch, capsys
+) -> None:
+    request = {"question": QUESTION, "documents": DOCUMENTS, "answer": ANSWER}
+    (tmp_path / "q.json").write_text(json.dumps(request), encoding="utf-8")
+    monkeypatch.setattr(cli_attribute, "load_attributor", lambda args: attributor)  # the NaN model below
+    with nan_weights(attributor):
+        assert main(["attribute", "--input", str(tmp_path / "q.json")]) == 1
+        [line] = capsys.readouterr().err.splitlines()
+        assert "error: the model gave non-finite log-probabilities (nan)" in line
+        [item] = attribute_records([request], attributor)
+    assert item.result is None and item.error.startswith("NonFiniteLogprobs: the model gave non-finite")

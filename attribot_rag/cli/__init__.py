@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as error:  # files, the model cache, a model that cannot be found
             return _fail(name, error, 1)
         except RuntimeError as error:
-            from ..scorer import AttributionOutOfMemory
+            from ..scorer import AttributionOutOfMemory, NonFiniteLogprobs
 
-            if not isinstance(error, AttributionOutOfMemory):
+            if not isinstance(error, (AttributionOutOfMemory, NonFiniteLogprobs)):
                 raise
             return _fail(name, error, 1)
         except KeyboardInterrupt:
