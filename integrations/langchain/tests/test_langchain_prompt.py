@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypedDict
 from uuid import uuid4
 
 import pytest
-from langchain_attribot import CITATIONS_EVENT, AsyncAttriBoTCallbackHandler, AttriBoTCallbackHandler, CitationResult
+from langchain_attribot import CITATIONS_EVENT, AttriBoTCallbackHandler, CitationResult
 from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel, FakeMessagesListChatModel
@@ -28,6 +28,8 @@ from langchain_core.tools import create_retriever_tool
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode, tools_condition
+
+from attribot_rag.html import notebook_frame, render_failed
 
 # Invented facts: the proxy can only take them from the context.
 BRIDGE = Document(id="bridge", page_content="The Veltrana Bridge spans the river Osk. It was completed in 1742.")
@@ -94,8 +96,8 @@ def check_spans(result: CitationResult) -> None:
     attribution = result.attribution
     for span in attribution.documents + attribution.sentences:
         assert attribution.prompt[span.prompt_start : span.prompt_end] == span.text
-    for citation in result.citations:
-        assert result.cited_document(citation).page_content[citation.start : citation.end] == citation.text
+    for source in result.citations.sources:
+        assert result.document_of(source).page_content[source.span.start : source.span.end] == source.span.text
 
 
 def test_a_filter_step_leaves_the_dropped_documents_unseen(attributor: Any) -> None:
@@ -104,11 +106,12 @@ def test_a_filter_step_leaves_the_dropped_documents_unseen(attributor: Any) -> N
     assert chain.invoke("When did the library open?", config={"callbacks": [handler]}) == "It opened in 1901."
     result = handler.last_result
     assert result.error is None, result.error
-    assert ids(result.context) == ["bananas", "library"] and ids(result.unseen) == ["bridge", "harrow"]
-    assert (
-        result.citations[0].text == "The Quell library opened in 1901." and result.citations[0].document_id == "library"
-    )
-    assert result.attribution.unseen_documents == [0, 1]  # indexes of the retrieved documents
+    # prompt order, the documents the prompt lacks last
+    assert ids(result.documents) == ["bananas", "library", "bridge", "harrow"]
+    assert ids(result.unseen) == ["bridge", "harrow"]
+    top = result.citations.sources[0].span
+    assert top.text == "The Quell library opened in 1901." and top.doc_id == "library"
+    assert result.attribution.unseen_documents == [2, 3]  # indexes into result.documents
     assert SYSTEM in result.attribution.prompt and "Question: When did the library open?" in result.attribution.prompt
     check_spans(result)
 
@@ -122,9 +125,9 @@ def test_documents_from_a_lambda_and_two_retrievers_in_prompt_order(attributor: 
         == ANSWERS["bridge"]
     )
     result = handler.last_result
-    assert ids(result.context) == ["harrow", "bridge"] and result.unseen == ()
-    assert result.citations[0].text == "It was completed in 1742."
-    assert result.cited_document(result.citations[0]) is BRIDGE
+    assert ids(result.documents) == ["harrow", "bridge"] and result.unseen == []
+    assert result.citations.sources[0].span.text == "It was completed in 1742."
+    assert result.document_of(result.citations.sources[0]) is BRIDGE
 
     # two retrievers in parallel, merged b-first: the context follows the prompt, not the runs
     merged = RunnableParallel(a=FixedRetriever(docs=[BRIDGE, HARROW]), b=FixedRetriever(docs=[LIBRARY])) | (
@@ -135,8 +138,8 @@ def test_documents_from_a_lambda_and_two_retrievers_in_prompt_order(attributor: 
         == ANSWERS["bridge"]
     )
     result = handler.last_result
-    assert ids(result.context) == ["library", "bridge", "harrow"]
-    assert result.citations[0].document_index == 1 and result.citations[0].document_id == "bridge"
+    assert ids(result.documents) == ["library", "bridge", "harrow"]
+    assert result.citations.sources[0].span.doc_index == 1 and result.citations.sources[0].span.doc_id == "bridge"
     check_spans(result)
 
 
@@ -198,9 +201,9 @@ def test_a_follow_up_is_attributed_with_the_history(attributor: Any) -> None:
     assert result.error is None, result.error
     assert result.question == "And when was the bridge completed?"
     # the bridge is read in the history (before Mount Harrow, in this turn's message)
-    assert ids(result.context) == ["bridge", "harrow"]
-    top = result.citations[0]
-    assert (top.document_id, top.text) == ("bridge", "It was completed in 1742.")
+    assert ids(result.documents) == ["bridge", "harrow"]
+    top = result.citations.sources[0].span
+    assert (top.doc_id, top.text) == ("bridge", "It was completed in 1742.")
     history_at = result.attribution.prompt.index(first["question"])
     assert result.attribution.documents[0].prompt_end < history_at
     check_spans(result)
@@ -237,7 +240,7 @@ def test_langgraph_two_node_rag_graph(attributor: Any) -> None:
     assert output["answer"] == app.invoke({"question": "When did the library open?"})["answer"] == ANSWERS["library"]
     result = handler.wait(run_id)
     assert result.error is None, result.error
-    assert ids(result.context) == ["library", "bridge"] and result.citations[0].document_id == "library"
+    assert ids(result.documents) == ["library", "bridge"] and result.citations.sources[0].span.doc_id == "library"
     assert result.question == "When did the library open?"
     assert "rag" in result.tags and result.metadata["user"] == "ann"
     # the result is sent to the invocation's other handlers as a custom event of the root run
@@ -269,8 +272,8 @@ def test_langgraph_agent_with_a_retriever_tool(attributor: Any) -> None:
     result = handler.last_result
     assert result.error is None, result.error
     assert result.answer == ANSWERS["bridge"]  # the last model call's, not the tool call's
-    assert ids(result.context) == ["harrow", "bridge"]  # read in the tool message
-    assert result.citations[0].text == "It was completed in 1742."
+    assert ids(result.documents) == ["harrow", "bridge"] and result.unseen == []  # read in the tool message
+    assert result.citations.sources[0].span.text == "It was completed in 1742."
     assert 'search({"query": "Veltrana Bridge"})' in result.attribution.prompt  # the call the model made
     check_spans(result)
 
@@ -308,7 +311,7 @@ class SlowAttributor:
 
 
 def test_async_attribution_never_stalls_the_loop(attributor: Any) -> None:
-    handler = AsyncAttriBoTCallbackHandler(SlowAttributor(attributor, 0.6), method="exact")
+    handler = AttriBoTCallbackHandler(SlowAttributor(attributor, 0.6), method="exact")
     chain = chain_over(FixedRetriever(docs=[HARROW, BRIDGE]))
 
     async def main() -> tuple[float, list[Any]]:
@@ -340,7 +343,7 @@ def test_async_attribution_never_stalls_the_loop(attributor: Any) -> None:
     worst, events = asyncio.run(main())
     assert worst < 0.5
     custom = [e for e in events if e["event"] == "on_custom_event" and e["name"] == CITATIONS_EVENT]
-    assert len(custom) == 1 and custom[0]["data"].citations[0].document_id == "bridge"
+    assert len(custom) == 1 and custom[0]["data"].citations.sources[0].span.doc_id == "bridge"
 
 
 class Gate:
@@ -377,7 +380,7 @@ def test_wait_says_which_case_it_is(attributor: Any) -> None:
         with pytest.raises(TimeoutError, match="attribution is still going"):
             handler.wait(run_id, timeout=0.2)
         handler.attributor.open.set()
-        assert handler.wait(run_id, timeout=60).citations[0].text == "It was completed in 1742."
+        assert handler.wait(run_id, timeout=60).citations.sources[0].span.text == "It was completed in 1742."
     finally:
         release.set()
         handler.attributor.open.set()
@@ -402,16 +405,35 @@ def test_results_serialise_any_metadata_and_render_html(attributor: Any) -> None
             return "<opaque>"
 
     when = datetime.datetime(2024, 5, 17, 12, 30)
-    bridge = Document(
-        id="bridge", page_content=BRIDGE.page_content, metadata={"when": when, "tags": {"a"}, "obj": Opaque()}
-    )
-    handler = AttriBoTCallbackHandler(attributor, method="exact")
-    chain_over(FixedRetriever(docs=[bridge])).invoke("When was the bridge completed?", config={"callbacks": [handler]})
+    metadata = {"when": when, "tags": {"a"}, "obj": Opaque()}
+    bridge = Document(id="bridge", page_content=BRIDGE.page_content, metadata=metadata)
+    harrow = Document(id="harrow", page_content=HARROW.page_content, metadata={"obj": Opaque()})
+    handler = AttriBoTCallbackHandler(attributor, method="exact", per_claim=2, min_score=0.1)
+    # harrow is retrieved but filtered out: unseen, with its odd metadata
+    chain = chain_over(FixedRetriever(docs=[bridge, harrow]) | RunnableLambda(lambda ds: ds[:1]))
+    chain.invoke("When was the bridge completed?", config={"callbacks": [handler]})
     result = handler.last_result
+    assert result.error is None, result.error
     data = json.loads(result.model_dump_json())
-    metadata = data["context"][0]["metadata"]
-    assert metadata == {"when": "2024-05-17T12:30:00", "tags": ["a"], "obj": "<opaque>"}
-    assert data["citations"][0]["metadata"]["obj"] == "<opaque>"
-    assert json.loads(result.citations[0].model_dump_json())["metadata"]["obj"] == "<opaque>"
-    assert result.to_html() == result.attribution.to_html(None, per_claim=1, min_score=0.0)
-    assert result._repr_html_() == result.attribution._repr_html_()
+    expected = {"when": "2024-05-17T12:30:00", "tags": ["a"], "obj": "<opaque>"}
+    assert data["documents"][0]["metadata"] == expected
+    assert data["unseen"][0]["metadata"] == {"obj": "<opaque>"}
+    assert data["citations"]["sources"][0]["span"]["doc_id"] == "bridge"
+    # the page draws the citations with the handler's options, not the core's defaults
+    assert result.to_html() == result.attribution.to_html(None, per_claim=2, min_score=0.1, min_share=0.1)
+    assert result.to_html("Bridge") != result.attribution.to_html("Bridge")
+    assert result._repr_html_() == notebook_frame(result.to_html())
+
+    # the error form: the same JSON, the answer kept, the core's page of a failed attribution
+    failing = AttriBoTCallbackHandler(FailingAttributor())
+    assert chain.invoke("When was the bridge completed?", config={"callbacks": [failing]}) == ANSWERS["bridge"]
+    failed = failing.last_result
+    data = json.loads(failed.model_dump_json())
+    assert data["documents"][1]["metadata"] == {"obj": "<opaque>"} and data["citations"]["error"] == failed.error
+    assert failed.cited_answer() == failed.answer == ANSWERS["bridge"] and not failed.ok
+    assert failed.to_html("Q") == render_failed(ANSWERS["bridge"], "RuntimeError: out of memory (simulated)", "Q")
+
+
+class FailingAttributor:
+    def attribute_messages_with(self, *args: Any) -> Any:
+        raise RuntimeError("out of memory (simulated)")

@@ -62,13 +62,14 @@ def test_real_rag_chain_cites_the_supporting_sentence(attributor: Any, rag: dict
     result = handler.results[run_id]
     assert result.error is None, result.error
     assert (result.question, result.answer) == (QUESTION, output)
-    assert result.context[0].id == "curie"
-    top = result.citations[0]
-    assert (top.document_id, top.text, top.metadata) == ("curie", "She was born in Warsaw.", {"source": "curie.txt"})
-    assert result.attribution.top(1)[0].text == top.text
-    for citation in result.citations:
-        document = result.cited_document(citation)
-        assert document.page_content[citation.start : citation.end] == citation.text
+    assert result.documents[0].id == "curie"
+    top = result.citations.sources[0]
+    metadata = result.document_of(top).metadata
+    assert (top.span.doc_id, top.span.text, metadata) == ("curie", "She was born in Warsaw.", {"source": "curie.txt"})
+    assert result.attribution.top(1)[0].text == top.span.text
+    for source in result.citations.sources:
+        document = result.document_of(source)
+        assert document.page_content[source.span.start : source.span.end] == source.span.text
     assert "[1]" in result.cited_answer() and "[1] curie: She was born in Warsaw." in result.cited_answer()
 
 
@@ -77,6 +78,7 @@ def test_with_citations_real_chain(attributor: Any, rag: dict[str, Any]) -> None
     output = chain.invoke(QUESTION)
     assert output["answer"] == rag["plain"]
     assert output["context"][0].id == "curie"
-    assert output["citations"][0].text == "She was born in Warsaw."
-    citation = output["citations"][0]
-    assert output["context"][citation.document_index].page_content[citation.start : citation.end] == citation.text
+    source = output["citations"].sources[0]
+    assert source.span.text == "She was born in Warsaw."
+    document = output["attribution"].document_of(source)
+    assert document.page_content[source.span.start : source.span.end] == source.span.text
