@@ -176,7 +176,7 @@ class AttriBoTCallbackHandler(BaseCallbackHandler):
         self._start(run_id, kwargs, inputs=input_str)
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end(run_id, outputs=outputs)
+        self._end(run_id, outputs=outputs, inputs=kwargs.get("inputs"))  # a stream's input comes at its end
 
     on_retriever_end = on_tool_end = on_chain_end
 
@@ -212,13 +212,22 @@ class AttriBoTCallbackHandler(BaseCallbackHandler):
                 # as Langfuse or Phoenix): they get the result as a custom event of the root
                 run.handlers = [h for h in callbacks.inheritable_handlers if h is not self]
 
-    def _end(self, run_id: UUID, outputs: Any = None, answer: str = "", error: BaseException | None = None) -> None:
+    def _end(
+        self,
+        run_id: UUID,
+        outputs: Any = None,
+        answer: str = "",
+        error: BaseException | None = None,
+        inputs: Any = None,
+    ) -> None:
         """Record what a run gave; when it is a root, attribute it (or say why not)."""
         with self._lock:
             root = self._roots.pop(run_id, None)
             run = self._runs.get(root) if root else None
             if run is None:
                 return
+            if run_id == root and inputs is not None:
+                run.inputs, run.documents[:0] = inputs, documents_in(inputs)
             prompt = run.prompts.pop(run_id, None)
             if error is None and prompt is not None:
                 run.call = (prompt, answer)
