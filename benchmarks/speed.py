@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attribot_rag import BUDGETS, Attributor, Document, methods
+from attribot_rag import BUDGETS, Attributor, Document
 from attribot_rag import attributor as attributor_module
 from attribot_rag.models import auto_dtype
 from attribot_rag.prompt import TokenizedText, render
@@ -590,7 +590,7 @@ STAGES: list[tuple[Any, str, str]] = [
     (Scorer, "full_pass", "full pass"),
     (Scorer, "frozen_loo", "frozen tails"),
     (Scorer, "_score_batch", "rescored ablations"),
-    (methods, "context_gain", "context gain"),
+    (attributor_module, "context_gain", "context gain"),  # the name the attributor calls
 ]
 
 
