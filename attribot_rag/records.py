@@ -60,7 +60,11 @@ class AttributionRequest(BaseModel):
                 },
                 {
                     "required": ["messages", "answer"],
-                    "properties": {"messages": {"not": {"type": "null"}}, "answer": {"type": "string"}},
+                    "properties": {
+                        "question": {"type": "null"},
+                        "messages": {"not": {"type": "null"}},
+                        "answer": {"type": "string"},
+                    },
                 },
             ]
         },

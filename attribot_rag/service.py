@@ -62,6 +62,10 @@ DEFAULT_CSP = (
     "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 MAX_ISSUES = 20  # validation issues listed in a 422 (a body can hold thousands of wrong items)
+# Chat messages per request: far more than any context window holds (each message costs a few
+# template tokens besides its content), and few enough to validate in milliseconds (1 MB holds
+# 200,000 one-byte wrong ones, whose validation held the GIL for 0.3 s).
+MAX_MESSAGES = 10_000
 
 
 class FieldIssue(BaseModel):
@@ -265,9 +269,9 @@ def _host_name(host: str) -> str:
 
 
 def parse_request(body: bytes, max_documents: int) -> AttributionRequest:
-    """The request of a JSON body, or a ``ServiceError``. Run off the event loop: the document
-    count is checked on the parsed JSON before any model is built (validating the 249,000
-    one-character documents that fit in 1 MB takes seconds, all of it holding the GIL)."""
+    """The request of a JSON body, or a ``ServiceError``. Run off the event loop: the counts of
+    documents and messages are checked on the parsed JSON before any model is built (validating
+    the 249,000 one-character documents that fit in 1 MB took 3 s, pydantic holding the GIL)."""
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, nested too deeply
@@ -277,6 +281,10 @@ def parse_request(body: bytes, max_documents: int) -> AttributionRequest:
     if isinstance(documents, list) and len(documents) > max_documents:
         detail = f"{len(documents)} documents, the limit is {max_documents} (--max-documents)"
         raise ServiceError(422, "too_many_documents", detail, documents=len(documents), limit=max_documents)
+    messages = data.get("messages") if isinstance(data, dict) else None
+    if isinstance(messages, list) and len(messages) > MAX_MESSAGES:
+        detail = f"{len(messages)} messages, the limit is {MAX_MESSAGES}"
+        raise ServiceError(422, "too_many_messages", detail, messages=len(messages), limit=MAX_MESSAGES)
     try:
         return AttributionRequest.model_validate(data)
     except ValidationError as error:
@@ -324,14 +332,20 @@ _ERRORS = {
     400: "a Host header that is not loopback on a server without a key, or an invalid Content-Length",
     401: "missing or wrong API key (servers with a key)",
     413: "request body over --max-body",
-    422: "invalid request (invalid_request: the issues), over --max-documents (too_many_documents), "
+    422: "invalid request (invalid_request: the issues), over --max-documents (too_many_documents) or 10,000 "
+    "messages (too_many_messages), "
     "or input the model refuses, such as a prompt over its window (invalid_input, with the numbers)",
     501: "an option whose extra this server lacks (not_installed: what to install)",
     503: "queue full or out of memory (Retry-After says when to retry)",
     504: "not answered within --timeout (queue wait included)",
 }
+# The content type is explicit: FastAPI would give the HTML endpoint's errors text/html.
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"description": description, "model": ErrorBody} for status, description in _ERRORS.items()
+    status: {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+    for status, description in _ERRORS.items()
 }
 _REQUEST_BODY = {
     "requestBody": {
@@ -425,8 +439,8 @@ def create_app(attributor: Any, settings: ServiceSettings | None = None) -> Fast
         )
 
     def openapi() -> dict[str, Any]:
-        """FastAPI's document plus the request body's schema (the endpoints parse the body
-        themselves, off the event loop, so FastAPI does not see its model)."""
+        """FastAPI's document plus the schemas of the request body (the endpoints parse it
+        themselves, off the event loop, so FastAPI does not see its model) and of errors."""
         if app.openapi_schema is None:
             document = get_openapi(
                 title=app.title,
@@ -436,7 +450,8 @@ def create_app(attributor: Any, settings: ServiceSettings | None = None) -> Fast
                 routes=app.routes,
             )
             _, definitions = models_json_schema(
-                [(AttributionRequest, "validation")], ref_template="#/components/schemas/{model}"
+                [(AttributionRequest, "validation"), (ErrorBody, "serialization")],
+                ref_template="#/components/schemas/{model}",
             )
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             for name, schema in definitions["$defs"].items():
@@ -506,7 +521,8 @@ def bounded_protocol(settings: ServiceSettings) -> type[H11Protocol]:
     (one past it gets a 503 and is closed at once, so slow clients cannot hold every file
     descriptor), and each request's headers and body received within ``receive_timeout`` of the
     connection opening or of the previous response (else 408 and close: a slowloris client
-    that sends a byte at a time is cut off). Idle keep-alive stays uvicorn's 5 s."""
+    that sends a byte at a time is cut off). Idle keep-alive stays uvicorn's 5 s; malformed
+    HTTP gets the JSON error body too."""
 
     class BoundedH11Protocol(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
@@ -531,6 +547,11 @@ def bounded_protocol(settings: ServiceSettings) -> type[H11Protocol]:
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             super().connection_lost(exc)
+
+        def send_400_response(self, msg: str) -> None:
+            """A request h11 cannot parse (a bad Content-Length, a malformed header): the
+            service's JSON error, not uvicorn's plain text."""
+            self._refuse(HTTPStatus.BAD_REQUEST, "bad_request", f"{msg} (malformed HTTP)")
 
         def _arm(self) -> None:
             self._disarm()

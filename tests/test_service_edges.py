@@ -59,11 +59,11 @@ def wait_for(server: ServiceProcess, condition, seconds: float) -> dict:
 @pytest.mark.model
 def test_a_large_body_does_not_stall_other_clients(server):
     """249,000 one-character documents in 1 MB (under --max-body), and 200,000 messages that
-    are not objects: refused with 422 while /healthz keeps answering within a second (the
+    are not objects: refused with 422 while /healthz keeps answering within half a second (the
     documents' validation on the event loop held every client for 3 s here, 33 s loaded)."""
     documents = json.dumps({"question": "q?", "documents": ["a"] * 249_000, "answer": "A."}, separators=(",", ":"))
     messages = json.dumps({"messages": [1] * 200_000, "documents": ["a"], "answer": "A."}, separators=(",", ":"))
-    for body, code in ((documents, "too_many_documents"), (messages, "invalid_request")):
+    for body, code in ((documents, "too_many_documents"), (messages, "too_many_messages")):
         assert len(body) <= 1_000_000
         slowest = 0.0
         with ThreadPoolExecutor(1) as pool:
@@ -83,7 +83,7 @@ def test_a_large_body_does_not_stall_other_clients(server):
         assert response.status_code == 422 and response.json()["error"] == code
         assert isinstance(response.json()["detail"], str) or len(response.json()["detail"]) <= 20  # not 200,000 issues
         print(f"{code}: /healthz answered within {slowest:.3f} s")
-        assert slowest < 1.0, f"/healthz took {slowest:.2f} s while a {len(body)}-byte body was refused"
+        assert slowest < 0.5, f"/healthz took {slowest:.2f} s while a {len(body)}-byte body was refused"
 
 
 @pytest.mark.model
@@ -149,9 +149,14 @@ def test_slow_clients_are_cut_off(server):
 def test_connections_past_the_limit_are_refused_at_once(server):
     sockets = open_connections(server, MAX_CONNECTIONS + 5)
     try:
-        readable = select.select(sockets, [], [], 1.0)[0]
-        refused = [sock.recv(4096) for sock in readable]
-        assert len(refused) >= 5 and all(b" 503 " in r and b"too_many_connections" in r for r in refused)
+        refused: dict[socket.socket, bytes] = {}
+        deadline = time.monotonic() + 10  # the server accepts them as its loop gets to them
+        while len(refused) < 5 and time.monotonic() < deadline:
+            for sock in select.select([s for s in sockets if s not in refused], [], [], 0.2)[0]:
+                refused[sock] = sock.recv(4096)
+        time.sleep(0.5)  # no more than the 5 past the limit
+        refused.update((sock, sock.recv(4096)) for sock in select.select(sockets, [], [], 0)[0] if sock not in refused)
+        assert len(refused) == 5 and all(b" 503 " in r and b"too_many_connections" in r for r in refused.values())
     finally:
         for sock in sockets:
             sock.close()
