@@ -94,7 +94,7 @@ class AttriBoTCallbackHandler(BaseCallbackHandler):
         self.model, self.device, self.dtype, self._attributor = model, device, dtype, attributor
         self.question_key, self.background, self.on_result = question_key, background, on_result
         self.raise_error, self.max_results = raise_error, max_results  # LangChain reads raise_error
-        self._lock = threading.Lock()
+        self._lock, self._loading = threading.Lock(), threading.Lock()  # runs' records; the model load
         self._roots: dict[UUID, UUID] = {}  # runs under way -> their root
         self._runs: dict[UUID, _Run] = {}  # roots under way
         self._results: OrderedDict[UUID, CitationResult] = OrderedDict()
@@ -104,7 +104,7 @@ class AttriBoTCallbackHandler(BaseCallbackHandler):
 
     @property
     def attributor(self) -> AttributorLike:
-        with self._lock:
+        with self._loading:
             if self._attributor is None:
                 self._attributor = shared_attributor(self.model, self.device, self.dtype)
             return self._attributor
