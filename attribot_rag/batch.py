@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeGuard
 from pydantic import BaseModel, ValidationError
 
 from .options import AttributionOptions
-from .records import AttributionRequest
+from .records import AttributionRequest, describe_errors
 from .results import AttributionResult
 
 if TYPE_CHECKING:
@@ -51,11 +51,6 @@ class BatchResult(BaseModel):
     id: RecordId
     result: AttributionResult | None = None
     error: str | None = None
-
-
-def _describe(error: ValidationError) -> str:
-    """A validation error on one line: each wrong field and why."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in error.errors())
 
 
 def _is_id(value: object) -> TypeGuard[RecordId]:
@@ -103,7 +98,7 @@ def attribute_request(
     try:
         request = record if isinstance(record, AttributionRequest) else AttributionRequest.model_validate(record)
     except ValidationError as error:
-        return None, _describe(error)
+        return None, describe_errors(error)
     try:
         return request.attribute(attributor, options), None
     except Exception as error:  # noqa: BLE001 - any failure of one record is that record's error line

@@ -4,6 +4,7 @@ name the field that is wrong."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -136,13 +137,16 @@ class AttributionRequest(BaseModel):
         return attributor.attribute_with(self.question, documents, answer, options)
 
 
-def describe_errors(error: ValidationError) -> str:
-    """A validation error as one line: each wrong field's path and what is wrong with it."""
+def describe_errors(error: ValidationError, where: Callable[[tuple[int | str, ...]], str] | None = None) -> str:
+    """A validation error as one line: each wrong field's path (or what ``where`` names it, e.g.
+    the command-line flag that set it) and what is wrong with it. The one formatter of the
+    command line, batch jobs and ``serve``'s settings."""
     parts = []
     for item in error.errors():
-        where = ".".join(map(str, item["loc"]))
+        location = tuple(item["loc"])
+        name = where(location) if where else ".".join(map(str, location))
         message = item["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {message}" if where else message)
+        parts.append(f"{name}: {message}" if name else message)
     return "; ".join(parts)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..records import describe_errors
 from ..service_settings import ServiceSettings, check_binding
 from .common import CliError, add_model_arguments, add_option_arguments, load_attributor, options_from
 
@@ -76,9 +77,7 @@ def settings_from(args: argparse.Namespace) -> ServiceSettings:
         )
         check_binding(args.host, settings)
     except ValidationError as error:
-        raise CliError(
-            "; ".join(_flag(e["loc"], args) + ": " + e["msg"].removeprefix("Value error, ") for e in error.errors())
-        ) from None
+        raise CliError(describe_errors(error, lambda location: _flag(location, args))) from None
     except ValueError as error:
         raise CliError(str(error)) from None
     if args.replicas < 1:
