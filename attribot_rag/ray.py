@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import warnings
@@ -51,6 +52,17 @@ def _cause(error: Exception) -> str:
     return causes[-1] if causes else lines[0]
 
 
+def _actor_threads() -> int | None:
+    """One torch thread per CPU Ray assigned to this actor (at least one; one where it holds
+    none, as Ray does), whatever ``OMP_NUM_THREADS`` the node's environment holds (Ray sets it
+    only where it is unset); ``None`` outside a Ray worker, which keeps torch's setting."""
+    context = ray.get_runtime_context() if ray.is_initialized() else None
+    if context is None or context.worker.mode != ray.WORKER_MODE:
+        return None
+    cpus = context.get_assigned_resources().get("CPU")
+    return max(1, math.floor(cpus)) if cpus is not None else 1
+
+
 def _without_nulls(value: Any) -> Any:
     """Arrow fills a field missing from some rows with null; in a record null means absent."""
     if isinstance(value, dict):
@@ -66,8 +78,8 @@ class AttributorActor:
 
     Each row is a record: its fields (``question``, ``documents``, ``answer``, ``messages``,
     ``options``; other columns are ignored and kept), or with ``column=`` one column holding the
-    record as JSON text (for records whose fields differ in type from row to row). Use
-    ``batch_format="pyarrow"``::
+    record as JSON text (for records whose fields differ in type from row to row). Torch runs
+    one thread per CPU the actor holds (``num_cpus``). Use ``batch_format="pyarrow"``::
 
         ds.map_batches(AttributorActor, fn_constructor_kwargs={"options": {"budget": "fast"}},
                        batch_format="pyarrow", batch_size=1,
@@ -85,7 +97,7 @@ class AttributorActor:
     ):
         from .attributor import Attributor
 
-        self.attributor = Attributor(model, device=device, dtype=dtype, target=target)
+        self.attributor = Attributor(model, device=device, dtype=dtype, target=target, threads=_actor_threads())
         self.options = AttributionOptions.model_validate(options or {})
         self.column = column
 

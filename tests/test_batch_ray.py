@@ -1,5 +1,6 @@
 """Batch jobs on Ray Data: a local Ray started once per session (2 CPUs, no dashboard), actors
-holding the real embedded model; their results equal the local engine's exactly (CPU, float32)."""
+holding the real embedded model; with as many torch threads as the local engine, their results
+equal its results exactly (CPU, float32)."""
 
 from __future__ import annotations
 
@@ -39,19 +40,19 @@ def local_ray() -> Iterator[None]:
 
 
 @pytest.fixture
-def one_thread() -> Iterator[None]:
-    """The actors run one torch thread (``cpus_per_actor=1``); so does the local engine here,
-    so that both sum in the same order and the scores can be compared exactly."""
+def torch_threads() -> Iterator[None]:
+    """``Attributor(threads=)`` sets torch's process-wide thread count: restore it after."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
 
 
-def test_ray_engine_equals_local_engine(local_ray: None, one_thread: None) -> None:
+def test_ray_engine_equals_local_engine(local_ray: None, torch_threads: None) -> None:
+    """An actor runs one torch thread per CPU; the local engine given as many (``threads=``,
+    ``--threads``) sums in the same order, so the scores are bit-identical."""
     records: list = [*RECORDS]
     records[1] = AttributionRequest.model_validate(RECORDS[1])  # the API takes requests too
-    local = {r.id: r for r in attribute_records(records, Attributor(dtype="float32"))}
+    local = {r.id: r for r in attribute_records(records, Attributor(dtype="float32", threads=1))}
     on_ray = list(ray_engine.attribute_records(records, dtype="float32", actors=1, cpus_per_actor=1))
     assert sorted(map(str, (r.id for r in on_ray))) == sorted(map(str, IDS))
     for item in on_ray:
@@ -62,6 +63,30 @@ def test_ray_engine_equals_local_engine(local_ray: None, one_thread: None) -> No
         else:
             assert item.result.model_dump(exclude={"timings"}) == expected.result.model_dump(exclude={"timings"})
     assert local[3].error and local[1].result.settings.dtype == "float32"
+
+
+def test_an_actor_runs_one_torch_thread_per_cpu_whatever_the_environment(local_ray: None) -> None:
+    """A node whose environment sets ``OMP_NUM_THREADS`` (Ray sets it only where it is unset)
+    still runs as many torch threads as the actor's CPUs: the thread count that makes the
+    scores equal the local engine's is the one the job asked for."""
+
+    class Reporting(AttributorActor):  # defined here, so Ray ships it to the workers by value
+        def __call__(self, batch: pa.Table) -> pa.Table:
+            return batch.append_column("threads", pa.array([torch.get_num_threads()] * batch.num_rows))
+
+    rows = (
+        ray.data.from_items([{"record": "{}"}])
+        .map_batches(
+            Reporting,
+            fn_constructor_kwargs={"dtype": "float32", "column": "record"},
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=1),
+            num_cpus=1,
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": "2"}},
+        )
+        .take_all()
+    )
+    assert [row["threads"] for row in rows] == [1]
 
 
 def test_cli_ray_engine_writes_one_line_per_record(tmp_path: Path, local_ray: None) -> None:
@@ -85,7 +110,7 @@ def test_cli_ray_engine_writes_one_line_per_record(tmp_path: Path, local_ray: No
     assert main(argv) == 0
     lines = {line["id"]: line for line in map(json.loads, output.read_text(encoding="utf-8").splitlines())}
     assert sorted(lines) == [1, 2, 3]
-    assert lines[1]["result"]["method"] == "fast" and lines[1]["error"] is None
+    assert lines[1]["result"]["settings"]["method"] == "fast" and lines[1]["error"] is None
     assert "documents" in lines[2]["error"] and "not a JSON object" in lines[3]["error"]
 
 
@@ -100,8 +125,8 @@ def test_actor_takes_rows_of_fields_and_keeps_other_columns() -> None:
     out = AttributorActor(dtype="float32")(pa.Table.from_pylist(rows)).to_pylist()
     assert [row["gold"] for row in out] == ["Paris", "H2O", "Mars"]
     assert (
-        json.loads(out[0]["result"])["method"] == "exact"
-        and json.loads(out[1]["result"])["method"] == BUDGETS["balanced"]["method"]
+        json.loads(out[0]["result"])["settings"]["method"] == "exact"
+        and json.loads(out[1]["result"])["settings"]["method"] == BUDGETS["balanced"]["method"]
     )
     assert out[0]["error"] is None and out[2]["result"] is None and "documents" in out[2]["error"]
 
