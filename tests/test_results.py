@@ -125,7 +125,7 @@ def test_bad_arguments_are_refused() -> None:
         lambda: result.citations(min_score=float("nan")),
         lambda: result.citations(min_share=1.5),
     ):
-        with pytest.raises(ValueError, match="k must|per_claim|min_score|min_share"):
+        with pytest.raises(ValueError, match=r"k must|per_claim|min_score|min_share"):
             call()
 
 
