@@ -137,7 +137,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[Record]:
     an ``InvalidRecord``. Blank lines are skipped."""
     for number, line in _lines(path):
         if isinstance(line, UnicodeDecodeError):
-            yield InvalidRecord(number, f"line {number} is not UTF-8 text (byte {line.start + 1} of the line)")
+            yield InvalidRecord(number, f"line {number} is not UTF-8 text (byte {line.start})")
             continue
         try:
             record = json.loads(line)

@@ -182,7 +182,7 @@ def test_a_line_that_is_not_utf8_is_its_own_error_line(tmp_path: Path) -> None:
     records = list(read_jsonl(path))
     assert count_records(path) == len(records) == 3
     assert [r["id"] if isinstance(r, dict) else r.id for r in records] == ["a", 2, "b"]
-    assert records[1].error == "line 2 is not UTF-8 text (byte 18 of the line)"
+    assert records[1].error == "line 2 is not UTF-8 text (byte 17)"
 
 
 def test_every_input_record_gets_one_line_whatever_a_resumed_output_held(
