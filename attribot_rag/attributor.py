@@ -279,19 +279,25 @@ class Attributor(KeywordForms):
         """Greedy continuation of ``prompt`` (special tokens in it are parsed, none added)."""
         return self._continue(TokenizedText.of(self.tokenizer, prompt), max_new_tokens)
 
-    @torch.inference_mode()
     def _continue(self, prompt: TokenizedText, max_new_tokens: int) -> str:
-        tokenizer, model = self.tokenizer, self.model
-        ids = torch.tensor([prompt.ids], device=model.device)
+        ids = torch.tensor([prompt.ids], device=self.model.device)
+        out = self.greedy(ids, max_new_tokens)
+        return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+
+    @torch.inference_mode()
+    def greedy(self, ids: torch.Tensor, max_new_tokens: int, **generate: Any) -> torch.Tensor:
+        """The model's greedy continuation of the token ids ``ids`` (``[1, n]``), under this
+        instance's lock like every call; ``generate``: further ``model.generate`` arguments
+        (a streamer, stopping criteria)."""
         with self._lock:
-            out = model.generate(
+            return self.model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
-                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                **generate,
             )
-        return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
 
 _shared: dict[tuple[str | None, str, str], Attributor] = {}

@@ -48,27 +48,20 @@ def stream_chat(
     """``attributor.chat(messages, max_new_tokens)``, yielded in pieces as the tokens are
     generated (transformers' ``TextIteratorStreamer``; generation runs in a thread that holds
     the attributor's lock, like every call). Closing the iterator early stops the generation."""
-    tokenizer, model = attributor.tokenizer, attributor.model
+    tokenizer = attributor.tokenizer
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    ids = torch.tensor([TokenizedText.of(tokenizer, prompt).ids], device=model.device)
+    ids = torch.tensor([TokenizedText.of(tokenizer, prompt).ids], device=attributor.model.device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     stop = threading.Event()
     failure: list[Exception] = []
 
     def generate() -> None:
         try:
-            with attributor._lock, torch.inference_mode():
-                if not stop.is_set():
-                    model.generate(
-                        input_ids=ids,
-                        attention_mask=torch.ones_like(ids),
-                        max_new_tokens=max_new_tokens,
-                        do_sample=False,
-                        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_Stopped(stop)]),
-                    )
-                    return
+            if not stop.is_set():
+                attributor.greedy(
+                    ids, max_new_tokens, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Stopped(stop)])
+                )
+                return
         except Exception as error:  # noqa: BLE001 - re-raised in the reader's thread, below
             failure.append(error)
         streamer.end()  # wake the reader: generation failed or was never started
