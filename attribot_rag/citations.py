@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from .scores import AnswerSentence, SpanScore
 
 # The bar a cited span clears, chosen on the claim benchmark (docs/benchmarks.md, "Claims").
-DEFAULT_MIN_SCORE = 0.5
+DEFAULT_MIN_SCORE = 1.0
 DEFAULT_MIN_SHARE = 0.1
 UNSUPPORTED = "not supported by the documents"
 

@@ -174,3 +174,15 @@ def test_result_round_trips_through_json() -> None:
         AttributionResult.model_validate(
             {**result.model_dump(), "settings": {**result.settings.model_dump(), "method": "bogus"}}
         )
+
+
+def test_the_default_bar_is_the_one_the_claim_benchmark_chose() -> None:
+    """The defaults are measured, not picked: they are the bar ``python -m benchmarks.claims``
+    chose (benchmarks/results/claims_hotpotqa.json); a rerun that chooses another fails here."""
+    import json
+    from pathlib import Path
+
+    from attribot_rag.citations import DEFAULT_MIN_SCORE, DEFAULT_MIN_SHARE
+
+    report = json.loads((Path(__file__).parents[1] / "benchmarks/results/claims_hotpotqa.json").read_text())
+    assert report["chosen_bar"] == {"min_score": DEFAULT_MIN_SCORE, "min_share": DEFAULT_MIN_SHARE}
