@@ -92,6 +92,8 @@ def test_the_options_reach_the_core_call(attributor: Any) -> None:
     assert result.error is None and result.options == options
     assert result.citations == result.attribution.citations(2, 0.0, 0.0)
     assert len(result.citations.claims[0].markers) == 2  # both sentences cleared a bar of 0
+    # the page too is drawn with the handler's thresholds (the core's defaults cite one)
+    assert result.to_html() == result.attribution.to_html(None, 2, 0.0, 0.0) != result.attribution.to_html()
 
     chain = with_citations(FixedRetriever(), answer_chain(), attributor=recorder, method="exact", per_claim=2)
     output = chain.invoke(QUESTION)
