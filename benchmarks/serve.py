@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from attribot_rag import AttributionOptions, Attributor, RemoteAttributor
-from attribot_rag.service_process import ServiceProcess
+from attribot_rag.serving.service_process import ServiceProcess
 from benchmarks import RESULTS, ROOT
 from benchmarks.data import SQUAD2, service_requests
 from benchmarks.measure import cpu_seconds

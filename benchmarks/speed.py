@@ -47,10 +47,10 @@ import numpy as np
 import torch
 
 from attribot_rag import BUDGETS, Attributor, Document
-from attribot_rag import attributor as attributor_module
-from attribot_rag.models import auto_dtype
-from attribot_rag.prompt import TokenizedText, render
-from attribot_rag.scorer import Scorer
+from attribot_rag.api import attributor as attributor_module
+from attribot_rag.core.models import auto_dtype
+from attribot_rag.core.prompt import TokenizedText, render
+from attribot_rag.core.scorer import Scorer
 from benchmarks import RESULTS, ROOT
 from benchmarks import evaluation as ev
 from benchmarks.data import HOTPOTQA, Item, documents_of, gold_answer, gold_sentences, load_questions, select_documents

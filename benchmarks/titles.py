@@ -25,8 +25,8 @@ import torch
 from transformers import AutoTokenizer
 
 from attribot_rag import Attributor
-from attribot_rag.models import embedded_model_dir
-from attribot_rag.prompt import render
+from attribot_rag.core.models import embedded_model_dir
+from attribot_rag.core.prompt import render
 from benchmarks import RESULTS
 from benchmarks import evaluation as ev
 from benchmarks.data import HOTPOTQA, Item, documents_of, gold_answer, gold_sentences, load_questions, select_documents

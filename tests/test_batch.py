@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from attribot_rag import AttributionResult, Attributor, Document
-from attribot_rag.batch import attribute_file, attribute_records, completed, count_records, read_jsonl, with_ids
 from attribot_rag.cli import main
+from attribot_rag.serving.batch import attribute_file, attribute_records, completed, count_records, read_jsonl, with_ids
 
 # Six short records, the third bad (no documents); the ids: line numbers, and one of their own.
 RECORDS: list[dict] = [

@@ -16,11 +16,11 @@ import torch
 from test_batch import IDS, RECORDS, write_jsonl
 
 from attribot_rag import BUDGETS, Attributor
-from attribot_rag import ray as ray_engine
-from attribot_rag.batch import attribute_records
+from attribot_rag.api.records import AttributionRequest
 from attribot_rag.cli import main
-from attribot_rag.ray import AttributorActor
-from attribot_rag.records import AttributionRequest
+from attribot_rag.serving import ray as ray_engine
+from attribot_rag.serving.batch import attribute_records
+from attribot_rag.serving.ray import AttributorActor
 
 pytestmark = pytest.mark.model
 

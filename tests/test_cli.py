@@ -143,7 +143,7 @@ def test_user_errors_are_one_line_with_exit_code_2_before_any_model_loads(
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was checked")
 
-    monkeypatch.setattr("attribot_rag.attributor.Attributor.__init__", no_model)
+    monkeypatch.setattr("attribot_rag.api.attributor.Attributor.__init__", no_model)
     if "DEVICE" in arguments:  # a device this machine's torch cannot use: cuda here, or a GPU too many
         import torch
 

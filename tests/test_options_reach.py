@@ -12,8 +12,8 @@ from langchain_attribot import AttriBoTCallbackHandler
 from llama_index.postprocessor.attribot import AttriBoTPostprocessor
 
 from attribot_rag import AttributionOptions, CitationOptions
+from attribot_rag.api.records import AttributionRequest
 from attribot_rag.cli.common import add_option_arguments, options_from
-from attribot_rag.records import AttributionRequest
 
 
 def _other_value(options: type[AttributionOptions], name: str) -> object:

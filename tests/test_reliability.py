@@ -13,13 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attribot_rag import AttributionOutOfMemory, Attributor, Document, LoadedModel
-from attribot_rag.batch import attribute_records
 from attribot_rag.cli import attribute as cli_attribute
 from attribot_rag.cli import main
-from attribot_rag.methods import METHODS
-from attribot_rag.models import cache_dir, convert_gguf
-from attribot_rag.prompt import TokenizedText, render
-from attribot_rag.scorer import NonFiniteLogprobs, Scorer
+from attribot_rag.core.methods import METHODS
+from attribot_rag.core.models import cache_dir, convert_gguf
+from attribot_rag.core.prompt import TokenizedText, render
+from attribot_rag.core.scorer import NonFiniteLogprobs, Scorer
+from attribot_rag.serving.batch import attribute_records
 
 TOLERANCE = 2e-3
 QUESTION = "When was the Veltrana Bridge completed?"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from attribot_rag import AnswerSentence, AttributionResult, AttributionSettings, SpanScore
-from attribot_rag.citations import UNSUPPORTED, mismatch
-from attribot_rag.spans import split_claims
+from attribot_rag.api.citations import UNSUPPORTED, mismatch
+from attribot_rag.core.spans import split_claims
 
 SOURCES = ["Ann wrote it.", "Bob read it.", "Cats purr.", "Dogs bark."]
 ANSWER = "Ann wrote it. Bob read it."
@@ -182,7 +182,7 @@ def test_the_default_bar_is_the_one_the_claim_benchmark_chose() -> None:
     import json
     from pathlib import Path
 
-    from attribot_rag.citations import DEFAULT_MIN_SCORE, DEFAULT_MIN_SHARE
+    from attribot_rag.api.citations import DEFAULT_MIN_SCORE, DEFAULT_MIN_SHARE
 
     report = json.loads((Path(__file__).parents[1] / "benchmarks/results/claims_hotpotqa.json").read_text())
     assert report["chosen_bar"] == {"min_score": DEFAULT_MIN_SCORE, "min_share": DEFAULT_MIN_SHARE}

@@ -9,7 +9,8 @@ import os
 import pytest
 import torch
 
-from attribot_rag import Attributor, Document, LoadedModel, models
+from attribot_rag import Attributor, Document, LoadedModel
+from attribot_rag.core import models
 
 
 def _bf16_on_amx() -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attribot_rag.scorer import (
+from attribot_rag.core.scorer import (
     MEMORY_SHARE,
     AttributionOutOfMemory,
     Scorer,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from attribot_rag import Attributor, Document
-from attribot_rag import attributor as attributor_module
+from attribot_rag.api import attributor as attributor_module
 
 
 def _documents(count: int) -> list[Document]:

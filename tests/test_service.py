@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from attribot_rag import AttributionOptions, Document, RemoteAttributionError, RemoteAttributor, RemoteInputError
-from attribot_rag.service_process import SERVE, ServiceProcess, free_port
+from attribot_rag.serving.service_process import SERVE, ServiceProcess, free_port
 
 KEY = "test-key-0123456789abcdef"
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from attribot_rag import RemoteAttributionError, RemoteAttributor
-from attribot_rag.html import CSP as VIEW_CSP
-from attribot_rag.service_process import SERVE, ServiceProcess
+from attribot_rag.api.html import CSP as VIEW_CSP
+from attribot_rag.serving.service_process import SERVE, ServiceProcess
 
 RECEIVE_TIMEOUT = 1.5
 MAX_CONNECTIONS = 40

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi import checks
 
-from attribot_rag.service_process import ServiceProcess
+from attribot_rag.serving.service_process import ServiceProcess
 
 KEY = "openapi-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from attribot_rag import RemoteAttributor
-from attribot_rag.service_process import ServiceProcess
+from attribot_rag.serving.service_process import ServiceProcess
 
 try:
     import ray.serve  # noqa: F401

@@ -3,8 +3,8 @@
 import pytest
 
 from attribot_rag import Attributor, Document
-from attribot_rag.prompt import TokenizedText, render
-from attribot_rag.spans import split_sentences
+from attribot_rag.core.prompt import TokenizedText, render
+from attribot_rag.core.spans import split_sentences
 
 
 def _texts(text):

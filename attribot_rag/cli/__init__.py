@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as error:  # files, the model cache, a model that cannot be found
             return _fail(name, error, 1)
         except RuntimeError as error:
-            from ..scorer import AttributionOutOfMemory, NonFiniteLogprobs
+            from ..core.scorer import AttributionOutOfMemory, NonFiniteLogprobs
 
             if not isinstance(error, (AttributionOutOfMemory, NonFiniteLogprobs)):
                 raise

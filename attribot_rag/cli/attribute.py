@@ -9,9 +9,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..methods import METHODS
-from ..records import AttributionRequest, describe_errors, json_type
-from ..results import AttributionResult
+from ..api.records import AttributionRequest, describe_errors, json_type
+from ..api.results import AttributionResult
+from ..core.methods import METHODS
 from .common import CliError, add_model_arguments, add_option_arguments, load_attributor, options_from
 
 
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             + ", ".join(f"{k} {v.wall_seconds:.2f} s ({v.cpu_seconds:.2f} s CPU)" for k, v in result.timings.items())
         )
     if args.html:
-        from ..html import render_html
+        from ..api.html import render_html
 
         with open(args.html, "w", encoding="utf-8") as handle:
             handle.write(render_html(result, [request.question]))

@@ -7,11 +7,11 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from ..methods import METHODS
+from ..core.methods import METHODS
 from .common import CliError, add_model_arguments, add_option_arguments, load_attributor, options_from
 
 if TYPE_CHECKING:
-    from ..batch import BatchResult, Record
+    from ..serving.batch import BatchResult, Record
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,14 +71,14 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..batch import attribute_file, attribute_records
+    from ..serving.batch import attribute_file, attribute_records
 
     _check(args)
     options = options_from(args)
     job_failures: tuple[type[Exception], ...] = ()
     if args.engine == "ray":
         try:
-            from .. import ray as ray_engine
+            from ..serving import ray as ray_engine
         except ImportError as error:
             raise CliError(str(error)) from None
         job_failures = (ray_engine.RayEngineError,)

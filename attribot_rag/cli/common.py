@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Literal, get_args, get_origin
 
 from pydantic import ValidationError
 
-from ..options import AttributionOptions
-from ..records import describe_errors
+from ..api.options import AttributionOptions
+from ..api.records import describe_errors
 
 if TYPE_CHECKING:
-    from ..attributor import Attributor
+    from ..api.attributor import Attributor
 
 
 class CliError(Exception):
@@ -106,7 +106,7 @@ def load_attributor(args: argparse.Namespace, progress: bool | None = None) -> A
     _check_device(args.device)
     if args.threads is not None and args.threads < 1:
         raise CliError(f"--threads must be at least 1, not {args.threads}")
-    from ..attributor import Attributor
+    from ..api.attributor import Attributor
 
     progress = sys.stderr.isatty() if progress is None else progress
     try:

@@ -14,9 +14,9 @@ from .attribute import method_line, table
 from .common import CliError, add_model_arguments, load_attributor
 
 if TYPE_CHECKING:
-    from ..attributor import Attributor
-    from ..results import AttributionResult
-    from ..spans import Document
+    from ..api.attributor import Attributor
+    from ..api.results import AttributionResult
+    from ..core.spans import Document
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +59,7 @@ def demo_path(plain: bool) -> tuple[str, Callable[[Attributor, str, list[Documen
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..spans import Document
+    from ..core.spans import Document
 
     demo = json.loads(files("attribot_rag").joinpath("data/demo.json").read_text(encoding="utf-8"))
     path, answer = demo_path(args.plain)
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"total {time.perf_counter() - start:.1f} s")
     if args.html:
-        from ..html import render_html
+        from ..api.html import render_html
 
         with open(args.html, "w", encoding="utf-8") as handle:
             handle.write(

@@ -1,4 +1,4 @@
-"""``attribot-rag serve``: the citation service (``attribot_rag.service``) under uvicorn, or
+"""``attribot-rag serve``: the citation service (``attribot_rag.serving.service``) under uvicorn, or
 as Ray Serve replicas with ``--ray``. Checks its settings (API key off loopback, a key HTTP
 can carry) and that the port is free before loading anything; its limits' flags and defaults
 are ``ServiceSettings``'s."""
@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..records import describe_errors
-from ..service_settings import ServiceSettings, check_binding
+from ..api.records import describe_errors
+from ..serving.service_settings import ServiceSettings, check_binding
 from .common import CliError, add_model_arguments, add_option_arguments, load_attributor, options_from
 
 DEFAULTS = ServiceSettings()
@@ -108,7 +108,7 @@ def check_port(host: str, port: int) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     try:
-        from ..service import create_app, serve
+        from ..serving.service import create_app, serve
     except ImportError as error:
         raise CliError(
             f"needs the serve extra ({error.name} is missing): pip install 'attribot-rag[serve]'", exit_code=1
@@ -131,7 +131,7 @@ def _run_ray(args: argparse.Namespace, settings: ServiceSettings) -> int:
         from ray import serve
     except ImportError:
         raise CliError("--ray needs the ray extra: pip install 'attribot-rag[serve,ray]'", exit_code=1) from None
-    from ..service import ray_application
+    from ..serving.service import ray_application
 
     model = {
         "model": args.model,

@@ -21,7 +21,7 @@ from langchain_core.outputs import LLMResult
 from langchain_core.runnables import ensure_config
 
 from attribot_rag import CitationOptions, Citations, shared_attributor
-from attribot_rag.protocol import AttributorLike
+from attribot_rag.api.protocol import AttributorLike
 
 from .citations import (
     CITATIONS_EVENT,

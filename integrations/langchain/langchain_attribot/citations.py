@@ -1,5 +1,5 @@
 """The result type, and what LangChain's events carry read as the core's inputs: messages, the
-question, documents. Ranking, HTML and JSON are the core's (``attribot_rag.citations``)."""
+question, documents. Ranking, HTML and JSON are the core's (``attribot_rag.api.citations``)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pydantic import Field
 
 from attribot_rag import AttributionResult, CitationOptions, Citations
 from attribot_rag import Document as AttribotDocument
-from attribot_rag.citations import JsonSafeModel, Source
-from attribot_rag.html import notebook_frame, render_failed
+from attribot_rag.api.citations import JsonSafeModel, Source
+from attribot_rag.api.html import notebook_frame, render_failed
 
 logger = logging.getLogger("langchain_attribot")
 

@@ -12,7 +12,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 
 from attribot_rag import AttributionResult, Attributor
 from attribot_rag import Document as AttribotDocument
-from attribot_rag.prompt import DEFAULT_TEMPLATE
+from attribot_rag.core.prompt import DEFAULT_TEMPLATE
 
 from .callbacks import AttriBoTCallbackHandler
 from .local_models import AttributorChatModel, MiniLMEmbeddings

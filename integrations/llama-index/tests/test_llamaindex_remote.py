@@ -15,7 +15,7 @@ from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.postprocessor.attribot import AttriBoTPostprocessor
 
 from attribot_rag import RemoteAttributor
-from attribot_rag.service_process import ServiceProcess
+from attribot_rag.serving.service_process import ServiceProcess
 
 pytestmark = pytest.mark.model  # the server loads the embedded model
 

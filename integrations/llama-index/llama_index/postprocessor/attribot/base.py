@@ -13,8 +13,8 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from attribot_rag import CitationOptions, Citations, shared_attributor
-from attribot_rag.messages import Messages
-from attribot_rag.protocol import AttributorLike
+from attribot_rag.api.protocol import AttributorLike
+from attribot_rag.core.messages import Messages
 
 from .citations import CitationResult, document, failed
 from .events import AttributionEndEvent, AttributionStartEvent

@@ -7,9 +7,9 @@ from llama_index.core.bridge.pydantic import Field
 from llama_index.core.schema import MetadataMode, NodeWithScore
 
 from attribot_rag import AttributionResult, CitationOptions, Citations, Document
-from attribot_rag.citations import JsonSafeModel, Source
-from attribot_rag.html import notebook_frame, render_failed
-from attribot_rag.spans import split_sentences
+from attribot_rag.api.citations import JsonSafeModel, Source
+from attribot_rag.api.html import notebook_frame, render_failed
+from attribot_rag.core.spans import split_sentences
 
 
 class CitationResult(JsonSafeModel):

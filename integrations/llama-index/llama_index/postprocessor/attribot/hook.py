@@ -33,7 +33,7 @@ from llama_index.core.instrumentation.span import BaseSpan, active_span_id
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from llama_index.core.schema import NodeWithScore
 
-from attribot_rag.messages import Messages
+from attribot_rag.core.messages import Messages
 
 from .citations import CitationResult, failed
 

@@ -26,7 +26,7 @@ from llama_index.core.llms import (
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 
 from attribot_rag import Attributor, shared_attributor
-from attribot_rag.streaming import stream_chat
+from attribot_rag.api.streaming import stream_chat
 
 
 def _so_far(pieces: Iterator[str]) -> Iterator[tuple[str, str]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .spans import Document
+from ..core.spans import Document
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from .prompt import TokenizedText
+from ..core.prompt import TokenizedText
 
 if TYPE_CHECKING:
     from .attributor import Attributor

@@ -2,7 +2,7 @@
 
 ``AttributorActor`` is the callable class for ``Dataset.map_batches`` (usable in your own
 pipelines); ``attribute_records`` is the engine behind ``attribot-rag batch --engine ray``: it
-yields the same ``BatchResult`` lines as ``attribot_rag.batch.attribute_records``, as actors
+yields the same ``BatchResult`` lines as ``attribot_rag.serving.batch.attribute_records``, as actors
 finish them. Needs the ``[ray]`` extra; nothing else in attribot-rag imports Ray.
 """
 
@@ -24,10 +24,10 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("the Ray engine needs Ray: pip install 'attribot-rag[ray]'") from error
 
+from ..api.options import AttributionOptions
+from ..api.records import AttributionRequest
+from ..api.results import AttributionResult
 from .batch import BatchResult, InvalidRecord, Record, attribute_request, with_ids
-from .options import AttributionOptions
-from .records import AttributionRequest
-from .results import AttributionResult
 
 if TYPE_CHECKING:
     import pyarrow
@@ -95,7 +95,7 @@ class AttributorActor:
         options: AttributionOptions | dict[str, Any] | None = None,
         column: str | None = None,
     ):
-        from .attributor import Attributor
+        from ..api.attributor import Attributor
 
         self.attributor = Attributor(model, device=device, dtype=dtype, target=target, threads=_actor_threads())
         self.options = AttributionOptions.model_validate(options or {})
@@ -152,7 +152,7 @@ def attribute_records(
     gpus_per_actor: float | None = None,
     cpus_per_actor: float = 1,
 ) -> Iterator[BatchResult]:
-    """``attribot_rag.batch.attribute_records`` on a Ray Data actor pool: ``actors`` actors
+    """``attribot_rag.serving.batch.attribute_records`` on a Ray Data actor pool: ``actors`` actors
     (default: the cluster's GPUs / ``gpus_per_actor``, else 1), each holding one ``Attributor``
     on ``gpus_per_actor`` GPUs (default: 1 if the cluster has GPUs, else 0) and
     ``cpus_per_actor`` CPUs (its torch threads). Yields results in the order they finish.

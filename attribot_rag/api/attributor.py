@@ -13,18 +13,18 @@ from typing import Any
 
 import torch
 
-from ._version import __version__
+from .._version import __version__
+from ..core.messages import Messages, as_messages, render_messages
+from ..core.methods import METHODS, Drops, Problem, context_gain
+from ..core.models import LoadedModel, default_device, load_model, quiet_loading, resolve_dtype
+from ..core.prompt import DEFAULT_TEMPLATE, RenderedPrompt, TokenizedText, check_template, render
+from ..core.scorer import Scorer
+from ..core.spans import Document, Sentence, document_name, split_claims, split_sentences
 from .locking import FifoLock
-from .messages import Messages, as_messages, render_messages
-from .methods import METHODS, Drops, Problem, context_gain
-from .models import LoadedModel, default_device, load_model, quiet_loading, resolve_dtype
 from .options import AttributionOptions, AttributionPlan
-from .prompt import DEFAULT_TEMPLATE, RenderedPrompt, TokenizedText, check_template, render
 from .protocol import KeywordForms
 from .results import AttributionResult, AttributionSettings, Timing
-from .scorer import Scorer
 from .scores import AnswerSentence, SpanScore
-from .spans import Document, Sentence, document_name, split_claims, split_sentences
 from .validation import as_documents, check_text
 
 logger = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from ..core.methods import MethodName
 from .citations import DEFAULT_MIN_SCORE, DEFAULT_MIN_SHARE, Citations, cite
-from .methods import MethodName
 from .scores import AnswerSentence, SpanScore, ranked
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -83,7 +83,7 @@ class AttributionResult(BaseModel):
         self, per_claim: int = 1, min_score: float = DEFAULT_MIN_SCORE, min_share: float = DEFAULT_MIN_SHARE
     ) -> Citations:
         """Each claim cites its ``per_claim`` best source sentences that clear the bar
-        (``attribot_rag.citations``); a claim none clears is marked unsupported."""
+        (``attribot_rag.api.citations``); a claim none clears is marked unsupported."""
         return cite(self.answer, self.sentences, self.answer_sentences, per_claim, min_score, min_share)
 
     def cited_answer(
@@ -104,7 +104,7 @@ class AttributionResult(BaseModel):
         min_score: float = DEFAULT_MIN_SCORE,
         min_share: float = DEFAULT_MIN_SHARE,
     ) -> str:
-        """This result as one self-contained HTML page, safe on untrusted text (``attribot_rag.html``)."""
+        """This result as one self-contained HTML page, safe on untrusted text (``attribot_rag.api.html``)."""
         from .html import render_html
 
         return render_html([self], [heading], per_claim=per_claim, min_score=min_score, min_share=min_share)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import TYPE_CHECKING
 
-from ._version import __version__
+from .._version import __version__
 from .citations import DEFAULT_MIN_SCORE, DEFAULT_MIN_SHARE, UNSUPPORTED, Citations
 from .scores import SpanScore
 

@@ -7,7 +7,7 @@ from typing import cast
 
 from pydantic import BaseModel, ConfigDict
 
-from .spans import SpanPart
+from ..core.spans import SpanPart
 
 
 class SpanScore(BaseModel):

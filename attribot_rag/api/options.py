@@ -7,8 +7,8 @@ from typing import Any, Literal, TypedDict, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..core.methods import METHODS, MethodName
 from .citations import DEFAULT_MIN_SCORE, DEFAULT_MIN_SHARE
-from .methods import METHODS, MethodName
 
 Method = Literal[MethodName, "auto"]
 Budget = Literal["fast", "balanced", "faithful"]

@@ -10,11 +10,11 @@ from typing import Any
 
 import httpx
 
-from .messages import Messages
-from .options import AttributionOptions
-from .protocol import KeywordForms
-from .results import AttributionResult
-from .spans import Document
+from ..api.options import AttributionOptions
+from ..api.protocol import KeywordForms
+from ..api.results import AttributionResult
+from ..core.messages import Messages
+from ..core.spans import Document
 
 
 class RemoteAttributionError(RuntimeError):

@@ -4,7 +4,7 @@ A record is the CLI's JSON object (``AttributionRequest``) plus an ``id``; each 
 becomes one output line ``{"id", "result", "error"}``, written and flushed at once, so a killed
 job leaves a valid file and ``resume`` carries on where it stopped. One bad record becomes its
 own error line: it never stops the job and is never lost. The engines (this module's
-``attribute_records``, ``attribot_rag.ray.attribute_records``) share the per-record step
+``attribute_records``, ``attribot_rag.serving.ray.attribute_records``) share the per-record step
 ``attribute_request`` and the driver-side ``with_ids``, so they produce the same lines.
 """
 
@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeGuard
 
 from pydantic import BaseModel, ValidationError
 
-from .options import AttributionOptions
-from .records import AttributionRequest, describe_errors
-from .results import AttributionResult
+from ..api.options import AttributionOptions
+from ..api.records import AttributionRequest, describe_errors
+from ..api.results import AttributionResult
 
 if TYPE_CHECKING:
-    from .attributor import Attributor
+    from ..api.attributor import Attributor
 
 RecordId = str | int
 

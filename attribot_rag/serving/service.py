@@ -45,15 +45,15 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ._version import __version__
-from .html import CSP as VIEW_CSP
-from .options import AttributionOptions
-from .records import AttributionRequest
-from .results import AttributionResult
+from .._version import __version__
+from ..api.html import CSP as VIEW_CSP
+from ..api.options import AttributionOptions
+from ..api.records import AttributionRequest
+from ..api.results import AttributionResult
 from .service_settings import ServiceSettings, is_loopback
 
 if TYPE_CHECKING:
-    from .attributor import Attributor
+    from ..api.attributor import Attributor
 
 # Every response not an HTML view of its own: the /docs page (its inline start-up script and the
 # Swagger UI files served here) may load from this server only, and nothing may frame a page.
@@ -165,7 +165,7 @@ class _Worker:
     def _timed(self, work: Callable[[Attributor], AttributionResult]) -> AttributionResult:
         with self._lock:
             self.running += 1
-        from .scorer import AttributionOutOfMemory  # imports torch: loaded by now, not at start-up
+        from ..core.scorer import AttributionOutOfMemory  # imports torch: loaded by now, not at start-up
 
         start = time.perf_counter()
         try:
@@ -609,7 +609,7 @@ def ray_application(
     from ray import serve
 
     def build() -> FastAPI:
-        from .attributor import Attributor
+        from ..api.attributor import Attributor
 
         return create_app(lambda: Attributor(**model), settings)
 

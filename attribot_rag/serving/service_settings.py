@@ -8,7 +8,7 @@ import ipaddress
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from .options import AttributionOptions
+from ..api.options import AttributionOptions
 
 MIN_KEY_LENGTH = 16
 # About an exact attribution of the 100 documents --max-documents allows at 19 sentences each:

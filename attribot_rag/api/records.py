@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.config import JsonDict
 
+from ..core.spans import Document
 from .options import AttributionOptions
-from .spans import Document
 from .validation import as_documents, check_text, check_unicode
 
 if TYPE_CHECKING:

@@ -12,9 +12,9 @@ from typing_extensions import Unpack
 from .options import AttributionOptions, OptionKeywords
 
 if TYPE_CHECKING:
-    from .messages import Messages
+    from ..core.messages import Messages
+    from ..core.spans import Document
     from .results import AttributionResult
-    from .spans import Document
 
 
 @runtime_checkable
