@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from test_service import QUICK, SLOW  # the same two requests: one that takes seconds, one quick
 
 from attribot_rag import RemoteAttributionError, RemoteAttributor
 from attribot_rag.api.html import CSP as VIEW_CSP
@@ -24,19 +25,6 @@ from attribot_rag.serving.service_process import SERVE, ServiceProcess
 
 RECEIVE_TIMEOUT = 1.5
 MAX_CONNECTIONS = 40
-# About 5 s of CPU here: 10 full forwards (method naive).
-SLOW = {
-    "question": "Which fact is about 7?",
-    "documents": [" ".join(f"Fact {i}: the number {i} is odd or even." for i in range(8))],
-    "answer": "Fact 7.",
-    "options": {"method": "naive"},
-}
-QUICK = {
-    "question": "What do bees make?",
-    "documents": ["Bees make honey."],
-    "answer": "Honey.",
-    "options": {"method": "fast"},
-}
 
 
 @pytest.fixture(scope="module")
