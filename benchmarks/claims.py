@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from attribot_rag import AttributionResult, Attributor, Document
-from attribot_rag.api.citations import mismatch
+from attribot_rag.api.citations import citation_bar, mismatch
 from attribot_rag.core.spans import split_claims
 from benchmarks import ROOT
 from benchmarks.baselines import BASELINES
@@ -179,7 +179,7 @@ def _best(result: AttributionResult) -> list[float | None]:
 
 def _cited(best: list[float | None], bar: tuple[float, float]) -> list[bool]:
     """Which claims cite at all under ``bar``, as ``attribot_rag.api.citations.cite`` decides."""
-    line = max(bar[0], bar[1] * max((b for b in best if b is not None), default=0.0))
+    line = citation_bar(best, *bar)
     return [b is not None and b > line for b in best]
 
 

@@ -127,6 +127,12 @@ def check_thresholds(per_claim: int, min_score: float, min_share: float) -> None
         raise ValueError(f"min_share must be between 0 and 1, not {min_share}")
 
 
+def citation_bar(best: Sequence[float | None], min_score: float, min_share: float) -> float:
+    """The score a source must exceed to be cited, given each claim's best score (``None``:
+    nothing scored): ``max(min_score, min_share * the largest of them)``."""
+    return max(min_score, min_share * max((score for score in best if score is not None), default=0.0))
+
+
 def cite(
     answer: str,
     sentences: Sequence[SpanScore],
@@ -140,8 +146,7 @@ def cite(
     order of first citation."""
     check_thresholds(per_claim, min_score, min_share)
     best = [max((s.score for s in claim.sentences if s.score is not None), default=None) for claim in answer_sentences]
-    largest = max((score for score in best if score is not None), default=0.0)
-    bar = max(min_score, min_share * largest)
+    bar = citation_bar(best, min_score, min_share)
     numbers: dict[int, int] = {}
     cited_by: dict[int, list[int]] = {}
     claims = []
