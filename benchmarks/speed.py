@@ -651,14 +651,13 @@ def profile_workload(args: argparse.Namespace) -> list[tuple[str, str, str, list
 
 
 def frozen_tokens(attributor: Attributor, question: str, documents: list[Document], answer: str) -> dict[str, int]:
-    """What the frozen tails recompute: one tail (the prompt after the last document, and the
-    answer) per span, against the prompt and answer's own tokens (what one forward reads)."""
+    """What the frozen tails recompute: one tail (the prompt's last token and the answer) per
+    span, against the prompt and answer's own tokens (what one forward reads)."""
     rendered = render(question, documents, attributor.tokenizer, attributor.prompt_template)
     prompt = TokenizedText.of(attributor.tokenizer, rendered.text, rendered.literal_spans)
     answer_ids = TokenizedText.of(attributor.tokenizer, answer, [(0, len(answer))]).ids
-    tail = len(prompt.ids) - prompt.token_range(*rendered.document_spans[-1])[1] + len(answer_ids)
     spans = len(rendered.document_spans) + len(rendered.sentence_spans)
-    return {"forward_tokens": len(prompt.ids) + len(answer_ids), "spans": spans, "tail_tokens": tail}
+    return {"forward_tokens": len(prompt.ids) + len(answer_ids), "spans": spans, "tail_tokens": 1 + len(answer_ids)}
 
 
 def profile(args: argparse.Namespace) -> None:
@@ -708,7 +707,7 @@ def profile(args: argparse.Namespace) -> None:
         f"Machine: {report['machine']}; {len(rows)} questions; floor (median CPU s): {report['floor_cpu']:.2f}",
         "",
         f"The frozen tails recompute {report['tail_tokens_over_forward']:.2f}× the tokens of one forward "
-        "(spans × (prompt after the last document + answer) / (prompt + answer), median).",
+        "(spans × (the prompt's last token + answer) / (prompt + answer), median).",
         "",
         "| stage | calls (median) | CPU s (median) | floors (median) |",
         "|---|---|---|---|",

@@ -50,7 +50,7 @@ def test_attribute_prints_the_table_and_which_method_auto_chose(tmp_path: Path, 
         assert torch.get_num_threads() == 1  # torch's process-wide setting
     finally:
         torch.set_num_threads(threads)
-    assert "method: fast, chosen by auto for budget fast (rescore=0)\n" in capsys.readouterr().out
+    assert "method: fast, chosen by auto for budget fast (rescore=0, rescore_margin=None)\n" in capsys.readouterr().out
 
 
 @pytest.mark.model

@@ -9,12 +9,16 @@ agree."""
 from __future__ import annotations
 
 import copy
+import inspect
 from functools import cache
 
 import pytest
 import torch
+from transformers import DynamicCache
 
 from attribot_rag import BUDGETS, AttributionResult, Attributor, Document, LoadedModel
+from attribot_rag.core.ablation import masked_tokens, removal
+from attribot_rag.core.prompt import TokenizedText
 
 # Cached and uncached float32 forwards differ by rounding only; one nat is a large score.
 TOLERANCE = 2e-3
@@ -329,6 +333,38 @@ def test_fast_estimate_finds_the_carrying_sentence_and_feeds_hierarchical(attrib
     assert _scores(fast_docs, "documents") == pytest.approx(_scores(fast, "documents"), abs=TOLERANCE)
 
 
+@torch.inference_mode()
+def test_fast_is_the_answer_read_from_the_full_prompts_cache_without_the_span(attributor: Attributor) -> None:
+    """The frozen-context estimate, written out independently: the full prompt's keys and
+    values with the span's token positions left out (the rest keep their rotary positions), and
+    only the prompt's last token and the answer computed on them, one span at a time."""
+    question, documents, answer = LAYOUTS["three documents"]
+    fast = attributor.attribute(question, documents, answer, method="fast")
+    model, text = attributor.model, fast.prompt
+    prompt = TokenizedText.of(attributor.tokenizer, text)
+    answer_ids = attributor.tokenizer(answer, add_special_tokens=False).input_ids
+    last = len(prompt.ids) - 1
+    cache_keyword = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    head = model(input_ids=torch.tensor([prompt.ids[:last]]), use_cache=True).past_key_values
+    tail = torch.tensor([prompt.ids[last:] + answer_ids])
+
+    def answer_logprob(dropped: range) -> float:
+        keep = torch.tensor([k for k in range(last) if k not in dropped])
+        layers = [(layer.keys[:, :, keep], layer.values[:, :, keep]) for layer in head.layers]
+        positions = torch.arange(last, last + tail.shape[1])[None]
+        cache = {cache_keyword: DynamicCache(layers)}  # "cache" in newer transformers
+        logits = model(input_ids=tail, position_ids=positions, **cache).logits[0, :-1]
+        return logits.float().log_softmax(-1).gather(-1, torch.tensor(answer_ids)[:, None]).sum().item()
+
+    full = answer_logprob(range(0))
+    for level in ("documents", "sentences"):
+        expected = [
+            full - answer_logprob(range(*masked_tokens(prompt, text, *removal(text, [span])[0])))
+            for span in _spans(fast, level)
+        ]
+        assert _scores(fast, level) == pytest.approx(expected, abs=TOLERANCE)
+
+
 def test_fast_rescore_gives_its_top_sentences_their_exact_loo(attributor: Attributor) -> None:
     """The frozen estimate ranks; its top ``rescore`` sentences get exact LOO (which the
     estimate differs from by up to ~1.4 nats here), every other span keeps the estimate."""
@@ -341,7 +377,7 @@ def test_fast_rescore_gives_its_top_sentences_their_exact_loo(attributor: Attrib
     assert _scores(rescored, "sentences") == pytest.approx(
         [exact[i] if i in top else fast[i] for i in range(len(fast))], abs=TOLERANCE
     )
-    assert rescored.settings is not None and rescored.settings.options == {"rescore": 3}
+    assert rescored.settings is not None and rescored.settings.options == {"rescore": 3, "rescore_margin": None}
 
 
 BUDGET_QUESTION = "When was the Veltrana Bridge completed?"

@@ -13,7 +13,7 @@ from benchmarks import gpu
 def test_gpu_benchmark_tiny_run_reports_every_figure(tmp_path: Path) -> None:
     gpu.main(["--tiny", "--device", "cpu", "--repeats", "1", "--out", str(tmp_path / "gpu.json")])
     report = json.loads((tmp_path / "gpu.json").read_text())
-    assert report["default method"] == {"method": "fast", "rescore": 3}
+    assert report["default method"] == {"method": "fast", "rescore": 5, "rescore_margin": 1.0}
     rows = report["workloads"]
     assert [row["documents"] for row in rows] == [2, 3]
     for row in rows:

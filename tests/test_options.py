@@ -28,7 +28,14 @@ def test_auto_resolves_to_its_budget_and_explicit_methods_stay(budget: str) -> N
 
 @pytest.mark.parametrize("method", METHODS)
 def test_method_options_are_those_the_method_takes(method: str) -> None:
-    expected = {"keep_documents": 4, "keep_sentences": 7, "doc_method": "fast", "rescore": 2, "keep_similar": 1}
+    expected = {
+        "keep_documents": 4,
+        "keep_sentences": 7,
+        "doc_method": "fast",
+        "rescore": 2,
+        "rescore_margin": 0.5,
+        "keep_similar": 1,
+    }
     options = AttributionOptions(method=method, **expected)
     assert options.method_options() == {name: expected[name] for name in METHODS[method].options}
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from transformers.utils import logging as hf_logging
 
 from attribot_rag import AttributionOutOfMemory, Attributor, Document, LoadedModel
 from attribot_rag.cli import attribute as cli_attribute
@@ -245,13 +246,22 @@ def test_threads_are_served_in_arrival_order(attributor: Attributor) -> None:
 
 
 def test_a_library_prints_nothing_unless_asked(attributor: Attributor, capfd) -> None:
-    """No "Loading weights" bar from transformers and no ablation bars by default (the
-    integrations' case); both with ``progress=True``."""
-    Attributor().attribute(QUESTION, DOCUMENTS, ANSWER, method="exact")
-    assert capfd.readouterr() == ("", "")
-    Attributor(progress=True).attribute(QUESTION, DOCUMENTS, ANSWER, method="exact")
-    err = capfd.readouterr().err
-    assert "Loading weights" in err and "ablations" in err
+    """No ablation bars by default (the integrations' case), with ``progress=True`` they show;
+    transformers' process-wide progress switch stays the application's: loading a model sets
+    it neither way, and with it off nothing at all is printed."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    try:
+        hf_logging.enable_progress_bar()
+        Attributor(progress=True).attribute(QUESTION, DOCUMENTS, ANSWER, method="exact")
+        assert hf_logging.is_progress_bar_enabled()
+        err = capfd.readouterr().err
+        assert "Loading weights" in err and "ablations" in err
+        hf_logging.disable_progress_bar()
+        Attributor().attribute(QUESTION, DOCUMENTS, ANSWER, method="exact")
+        assert not hf_logging.is_progress_bar_enabled()
+        assert capfd.readouterr() == ("", "")
+    finally:
+        (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
 
 
 def test_same_input_gives_bit_identical_scores(attributor: Attributor) -> None:

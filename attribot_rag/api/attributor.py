@@ -16,7 +16,7 @@ import torch
 from .._version import __version__
 from ..core.messages import Messages, as_messages, render_messages
 from ..core.methods import METHODS, Drops, Problem, context_gain
-from ..core.models import LoadedModel, default_device, load_model, quiet_loading, resolve_dtype
+from ..core.models import LoadedModel, default_device, load_model, resolve_dtype
 from ..core.prompt import DEFAULT_TEMPLATE, RenderedPrompt, TokenizedText, check_template, render
 from ..core.scorer import Scorer
 from ..core.spans import Document, Sentence, document_name, split_claims, split_sentences
@@ -41,7 +41,10 @@ class Attributor(KeywordForms):
     (``method="pruned"``). ``prompt_template``: the user message, with ``{context}`` and
     ``{question}``; the tokenizer's chat template wraps it. Calls are serialised by a
     first-come, first-served lock, so one instance can be shared by threads. ``progress``:
-    show loading and ablation progress bars (off by default: a library stays quiet).
+    show the ablations' progress bars (off by default: a library stays quiet). Loading shows
+    transformers' own bar unless the application turned transformers' process-wide switch off
+    (``transformers.utils.logging.disable_progress_bar()``, as the CLI does off a terminal):
+    this library never changes another library's settings.
     ``threads``: CPU threads for torch, set with ``torch.set_num_threads``; that is torch's
     process-wide setting, so it applies to every model in the process, not to this instance
     alone. On a shared or busy machine, 1 or 2 threads cost far less CPU per answer than the
@@ -66,9 +69,8 @@ class Attributor(KeywordForms):
             torch.set_num_threads(threads)
         check_template(prompt_template)
         check_text("prompt_template", prompt_template)
-        with quiet_loading(not progress):
-            self._proxy = load_model(model, device, dtype)
-            self._target = load_model(target, device, dtype) if target is not None else None
+        self._proxy = load_model(model, device, dtype)
+        self._target = load_model(target, device, dtype) if target is not None else None
         self.prompt_template = prompt_template
         self._scorers = {id(m): Scorer(m.model, batch_size, progress) for m in (self._proxy, self._target) if m}
         self._lock = FifoLock()
@@ -96,8 +98,7 @@ class Attributor(KeywordForms):
                     f"budget='faithful' scores in float32 and this Attributor was given a {str(self.model.dtype).removeprefix('torch.')} "
                     "model object it cannot reload; pass a model id or path, or a float32 model"
                 )
-            with quiet_loading(not self._progress):
-                self._float32 = load_model(self._source, str(self.model.device), torch.float32)
+            self._float32 = load_model(self._source, str(self.model.device), torch.float32)
             self._scorers[id(self._float32)] = Scorer(self._float32.model, self._batch_size, self._progress)
         return self._float32
 

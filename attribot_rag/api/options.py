@@ -3,6 +3,7 @@ batch jobs and the service: one pydantic model, so every entry point validates t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal, TypedDict, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -14,17 +15,14 @@ Method = Literal[MethodName, "auto"]
 Budget = Literal["fast", "balanced", "faithful"]
 
 # What method="auto" runs for each budget: the settings on our measured speed/faithfulness
-# front (README, "How faithful, how fast" and "Performance"). On 60 4-paragraph HotpotQA
-# questions (benchmarks/results/faithfulness_hotpotqa_gold4_gold-answer.md) fast with 3
-# sentences rescored kept exact LOO's top sentence on 0.87 at 2.8x less CPU, plain fast on 0.73
-# at 4x; in the run before titles became spans (speed_4docs.md) hierarchical k=3, the former
-# balanced, kept 0.80 at 0.71 of exact's time. On 30 10-paragraph questions
-# (faithfulness_hotpotqa_gold-answer.md) balanced kept exact's top sentence on 12 of 13 at 7x
-# less CPU; hierarchical with keep_similar found as much gold evidence for less, but agreed
-# with exact less often: an option, not a budget.
+# front (README, "How faithful, how fast" and "Performance"; docs/benchmarks.md, "At the
+# floor"). On 60 4-paragraph HotpotQA questions the frozen estimate with up to 5 sentences
+# rescored, those within 1 nat of its best, kept exact LOO's top sentence on 0.90 at 1.85
+# forwards of the prompt (exact: 13); the estimate alone on 0.73 at 1.46. The margin and the 5
+# were chosen on the odd-numbered 30 of them (0.93); on the even-numbered 30 they keep 0.87.
 BUDGETS: dict[str, dict[str, Any]] = {
     "faithful": {"method": "exact"},
-    "balanced": {"method": "fast", "rescore": 3},
+    "balanced": {"method": "fast", "rescore": 5, "rescore_margin": 1.0},
     "fast": {"method": "fast"},
 }
 
@@ -55,6 +53,13 @@ class AttributionOptions(BaseModel):
     )
     rescore: int = Field(
         0, ge=0, description="fast: its top sentences that get their exact LOO instead of the estimate"
+    )
+    rescore_margin: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="fast: rescore only those of them within this many nats of the best estimate, "
+        "and none when the best has no such rival (default: all of them)",
     )
     truncate: Literal["error", "documents"] = Field(
         "error", description="documents: drop the last-retrieved documents until the prompt fits"
@@ -133,6 +138,13 @@ class CitationOptions(AttributionOptions):
         description="... and this share of the answer's largest claim score; a claim no sentence clears is unsupported",
     )
 
+    @classmethod
+    def merged(cls, options: CitationOptions | Mapping[str, Any] | None = None, **fields: Any) -> CitationOptions:
+        """``options`` (or its fields as a mapping, e.g. deserialised) refined by keyword
+        ``fields``, the integrations' two ways of saying it: a keyword replaces that field, the
+        others stay as ``options`` set them."""
+        return cls(**{**cls.model_validate(options or {}).model_dump(exclude_unset=True), **fields})
+
     def attribution(self) -> AttributionOptions:
         """The attribution settings alone (what an ``Attributor`` or the service takes)."""
         return AttributionOptions(**self.model_dump(include=set(AttributionOptions.model_fields)))
@@ -149,6 +161,7 @@ class OptionKeywords(TypedDict, total=False):
     doc_method: Literal["exact", "fast"]
     keep_similar: int
     rescore: int
+    rescore_margin: float | None
     truncate: Literal["error", "documents"]
     max_forwards: int | None
     context_gain: bool

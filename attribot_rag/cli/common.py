@@ -56,7 +56,7 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
         elif choices:
             parser.add_argument(_flag(name), choices=choices, help=help_text)
         else:
-            number = float if kind is float else int
+            number = float if float in (kind, *get_args(kind)) else int  # int | None, float | None
             parser.add_argument(_flag(name), type=number, metavar="N", help=help_text)
 
 
@@ -106,9 +106,13 @@ def load_attributor(args: argparse.Namespace, progress: bool | None = None) -> A
     _check_device(args.device)
     if args.threads is not None and args.threads < 1:
         raise CliError(f"--threads must be at least 1, not {args.threads}")
+    from transformers.utils import logging as transformers_logging
+
     from ..api.attributor import Attributor
 
     progress = sys.stderr.isatty() if progress is None else progress
+    if not progress:  # transformers' loading bars: a process-wide switch, which the command owns
+        transformers_logging.disable_progress_bar()
     try:
         return Attributor(
             args.model,

@@ -90,10 +90,11 @@ def _top(scores: dict[int, torch.Tensor], k: int) -> list[int]:
 def _frozen(
     problem: Problem, spans: list[Span], known: FullPass | None = None
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Frozen-context drops of each span: only the text after the last document is recomputed."""
+    """Frozen-context drops of each span: only the answer (and the prompt's last token, which
+    predicts its first) is recomputed, with the span masked out of its attention."""
     prompt, text = problem.prompt, problem.rendered.text
-    tail = prompt.token_range(*problem.rendered.document_spans[-1])[1]
     masked = [masked_tokens(prompt, text, *removal(text, [span])[0]) for span in spans]
+    tail = len(prompt.ids) - 1
     full, ablated = problem.scorer.frozen_loo(prompt.ids, problem.answer.ids, tail, masked, known)
     return full, [full - row for row in ablated]
 
@@ -131,14 +132,20 @@ def sentence_loo(problem: Problem, keep: list[int] | None = None) -> Drops:
     return Drops(full, problem.answer.offsets, sentences=dict(zip(keep, drops, strict=True)))
 
 
-def fast(problem: Problem, rescore: int = 0) -> Drops:
+def fast(problem: Problem, rescore: int = 0, rescore_margin: float | None = None) -> Drops:
     """Frozen-context estimate of every document's and sentence's LOO; the ``rescore`` sentences
     it ranks highest then get their exact LOO instead (the estimate prunes, exact LOO scores:
-    AttriBoT's pruning and rescoring with one model), sharing the full prompt's forward."""
+    AttriBoT's pruning and rescoring with one model), sharing the full prompt's forward. With a
+    ``rescore_margin`` (nats), only those within it of the best estimate are rescored, and none
+    when the best has no such rival: exact LOO decides only what the estimate leaves close."""
     known = problem.scorer.full_pass(problem.prompt.ids, problem.answer.ids)
     drops = _documents_and_sentences(problem, _frozen, known=known)
-    if rescore:
-        top = _top(drops.sentences, rescore)
+    top = _top(drops.sentences, rescore)
+    if rescore_margin is not None and top:
+        best = float(drops.sentences[top[0]].sum())
+        top = [i for i in top if best - float(drops.sentences[i].sum()) <= rescore_margin]
+        top = top if len(top) > 1 else []
+    if top:
         _, exact_drops = _loo(problem, [problem.rendered.sentence_spans[i] for i in top], known=known)
         drops.sentences.update(zip(top, exact_drops, strict=True))
     return drops
@@ -212,9 +219,9 @@ def _hierarchical_forwards(problem: Problem, keep_documents: int, keep_similar: 
     return 2 + len(problem.rendered.document_spans) + sum(heapq.nlargest(kept, per_document.values()))
 
 
-def _fast_forwards(problem: Problem, rescore: int = 0) -> int:
-    """Every span's frozen estimate (an upper bound: its tails are packed), then the rescored
-    sentences' exact ablations."""
+def _fast_forwards(problem: Problem, rescore: int = 0, **_: object) -> int:
+    """Every span's frozen estimate (an upper bound: its tails are packed), then at most
+    ``rescore`` sentences' exact ablations."""
     return _every_span_forwards(problem) + min(rescore, len(problem.rendered.sentence_spans))
 
 
@@ -257,8 +264,9 @@ METHODS: dict[str, MethodSpec] = {
     ),
     "fast": MethodSpec(
         fast,
-        "frozen-context estimate of all spans in a few forwards; exact LOO of its top rescore sentences",
-        ("rescore",),
+        "frozen-context estimate of all spans in a few forwards; exact LOO of its top rescore sentences"
+        " (those within rescore_margin of the best)",
+        ("rescore", "rescore_margin"),
         forwards=_fast_forwards,
     ),
 }

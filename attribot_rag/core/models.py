@@ -11,13 +11,12 @@ import logging
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -58,25 +57,34 @@ def embedded_gguf() -> Path:
     return files[0]
 
 
-@contextmanager
-def quiet_loading(quiet: bool = True) -> Iterator[None]:
-    """Without transformers' progress bars ("Loading weights", GGUF de-quantizing, writing)
-    while it lasts, unless not ``quiet``: a library prints nothing it was not asked for."""
-    if not quiet:
-        yield
-        return
-    from transformers import modeling_gguf_pytorch_utils as gguf_loading
-    from transformers.utils import logging as hf_logging
+def _dequantize(gguf: Path, directory: Path) -> None:
+    """Write the GGUF model ``gguf`` as float32 safetensors into ``directory``, in a child
+    process: de-quantizing shows transformers' and tqdm's progress bars, which only a process of
+    our own may turn off (their switches are process-wide), and a failed conversion leaves this
+    process as it was."""
+    child = subprocess.run(
+        [sys.executable, "-m", "attribot_rag.core.models", str(gguf), str(directory)],
+        env={**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if child.returncode != 0:
+        why = child.stderr.strip().splitlines()[-1:] or [f"exit status {child.returncode}"]
+        raise RuntimeError(f"converting {gguf.name} to safetensors failed: {why[0]}")
 
-    enabled, bar = hf_logging.is_progress_bar_enabled(), gguf_loading.tqdm
-    hf_logging.disable_progress_bar()
-    gguf_loading.tqdm = partial(bar, disable=True)  # this one is plain tqdm, not transformers'
-    try:
-        yield
-    finally:
-        gguf_loading.tqdm = bar
-        if enabled:
-            hf_logging.enable_progress_bar()
+
+def _write_safetensors(gguf: Path, directory: Path) -> None:
+    """The child's part of ``_dequantize``."""
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained refuses a model loaded through a quantizer: the weights are already
+    # de-quantized to float32, so drop the marker.
+    model.hf_quantizer = None  # type: ignore[assignment]
+    del model.config.quantization_config
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
 
 
 def _sha256(path: Path) -> str:
@@ -246,14 +254,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     staging = target.parent / f".{target.name}{_STAGING}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()  # not mkdtemp: the umask's modes, not 0700
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        # save_pretrained refuses a model loaded through a quantizer: the weights are already
-        # de-quantized to float32, so drop the marker.
-        model.hf_quantizer = None  # type: ignore[assignment]
-        del model.config.quantization_config
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        _dequantize(gguf, staging)
         _write_manifest(staging)
         _umask_modes(staging)
         if _incomplete(target) is None:  # another process converted it meanwhile
@@ -357,3 +358,7 @@ def load_model(
     # Straight to the device (device_map needs ``accelerate``), never staged in host memory.
     loaded = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device), device_map=device).eval()
     return LoadedModel(loaded, tokenizer, EMBEDDED_NAME if model is None else str(model))
+
+
+if __name__ == "__main__":  # the child process of ``_dequantize``
+    _write_safetensors(Path(sys.argv[1]), Path(sys.argv[2]))

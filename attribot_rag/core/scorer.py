@@ -405,8 +405,8 @@ class Scorer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The frozen-context estimate of ``loo`` for token ranges ``spans`` of the context: the
         full prompt's keys/values stay as they are and only the tail (``prompt[tail:]`` and the
-        answer) is recomputed, with the span masked out of its attention. Not exact: tokens
-        between the span and the tail still saw the span.
+        answer) is recomputed, with the span masked out of its attention. Not exact: the
+        tokens between the span and the tail still saw the span.
 
         The tails of a batch are packed into one sequence that shares the cache once (a custom
         attention mask keeps them apart): no padding and no per-row copy of the cache."""

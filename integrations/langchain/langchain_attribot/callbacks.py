@@ -90,7 +90,7 @@ class AttriBoTCallbackHandler(BaseCallbackHandler):
     ) -> None:
         if attributor is not None and (model, device, dtype) != (None, None, None):
             raise ValueError("pass either attributor or model/device/dtype, not both")
-        self.options = CitationOptions(**{**(options.model_dump(exclude_unset=True) if options else {}), **fields})
+        self.options = CitationOptions.merged(options, **fields)
         self.model, self.device, self.dtype, self._attributor = model, device, dtype, attributor
         self.question_key, self.background, self.on_result = question_key, background, on_result
         self.raise_error, self.max_results = raise_error, max_results  # LangChain reads raise_error

@@ -1,5 +1,5 @@
 """The result type, and what LangChain's events carry read as the core's inputs: messages, the
-question, documents. Ranking, HTML and JSON are the core's (``attribot_rag.api.citations``)."""
+question, documents. Ranking, HTML and JSON are the core's."""
 
 from __future__ import annotations
 
@@ -13,10 +13,8 @@ from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, ToolMessage
 from pydantic import Field
 
-from attribot_rag import AttributionResult, CitationOptions, Citations
 from attribot_rag import Document as AttribotDocument
-from attribot_rag.api.citations import JsonSafeModel, Source
-from attribot_rag.api.html import notebook_frame, render_failed
+from attribot_rag.api.citation_result import BaseCitationResult
 
 logger = logging.getLogger("langchain_attribot")
 
@@ -26,51 +24,14 @@ QUESTION_KEYS = ("question", "query", "input")  # where a dict input holds the q
 ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "tool"}
 
 
-class CitationResult(JsonSafeModel):
-    """The citations of one RAG invocation.
+class CitationResult(BaseCitationResult[Document]):
+    """The citations of one RAG invocation (``attribot_rag.api.citation_result``): ``documents``,
+    the retrieved ``Document`` objects (deduplicated) in the order of the LLM's prompt, those it
+    lacks last; ``run_id``, ``tags``, ``metadata``: the root run's."""
 
-    ``documents``: the retrieved documents (deduplicated) in the order of the LLM's prompt,
-    those it lacks last; ``Source.span.doc_index`` indexes it. ``unseen``: those it lacks.
-    ``citations``: the core's view, or its error form (the answer uncited, ``error`` saying
-    why, ``attribution`` ``None``). ``options``: what drew them; ``run_id``, ``tags``,
-    ``metadata``: the root run's.
-    """
-
-    question: str | None = None
-    answer: str
-    citations: Citations
-    attribution: AttributionResult | None = None
-    documents: list[Document] = Field(default_factory=list)
-    unseen: list[Document] = Field(default_factory=list)
-    options: CitationOptions = Field(default_factory=CitationOptions)
     run_id: UUID | None = None
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def error(self) -> str | None:
-        return self.citations.error
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def cited_answer(self, scores: bool = False) -> str:
-        return self.citations.cited_answer(scores)
-
-    def document_of(self, source: Source) -> Document:
-        """The LangChain document a numbered source is a sentence of."""
-        return self.documents[source.span.doc_index]
-
-    def to_html(self, heading: str | None = None) -> str:
-        """One self-contained HTML page (the core's, error form included)."""
-        if self.attribution is None:
-            return render_failed(self.answer, self.error or "", heading)
-        o = self.options
-        return self.attribution.to_html(heading, per_claim=o.per_claim, min_score=o.min_score, min_share=o.min_share)
-
-    def _repr_html_(self) -> str:
-        return notebook_frame(self.to_html())
 
 
 def text_of(value: Any) -> str | None:

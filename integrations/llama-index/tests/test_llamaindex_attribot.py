@@ -617,8 +617,8 @@ def test_settings_are_validated():
     options = CitationOptions(method="hierarchical", doc_method="fast", per_claim=2)  # as the LangChain handler takes
     with AttriBoTPostprocessor(options=options) as postprocessor:
         assert postprocessor.options == options
-    with pytest.raises(TypeError, match="given twice"):
-        AttriBoTPostprocessor(options=options, per_claim=3)
+    with AttriBoTPostprocessor(options=options, per_claim=3) as postprocessor:  # keywords refine options=
+        assert postprocessor.options == CitationOptions(method="hierarchical", doc_method="fast", per_claim=3)
 
 
 def test_results_serialise_with_any_node_metadata_and_render_html(postprocessor):

@@ -16,7 +16,7 @@ from attribot_rag import CitationOptions, Citations, shared_attributor
 from attribot_rag.api.protocol import AttributorLike
 from attribot_rag.core.messages import Messages
 
-from .citations import CitationResult, document, failed
+from .citations import CitationResult, document
 from .events import AttributionEndEvent, AttributionStartEvent
 from .hook import Hook
 
@@ -36,7 +36,7 @@ class AttriBoTPostprocessor(BaseNodePostprocessor):
     in this postprocessor's worker thread. Its instrumentation handlers and worker live until
     ``close()`` (or the end of a ``with`` block).
 
-    Options: ``options=CitationOptions(...)`` or its fields as keywords, not both. Scores come
+    Options: ``options=CitationOptions(...)`` and/or its fields as keywords (keywords win). Scores come
     from ``attributor`` (e.g. a ``RemoteAttributor``), else from the process's shared local
     model ``model`` (default: the embedded SmolLM2-135M-Instruct) on ``device`` in ``dtype``,
     loaded on first use.
@@ -58,9 +58,7 @@ class AttriBoTPostprocessor(BaseNodePostprocessor):
         self, attributor: AttributorLike | None = None, options: CitationOptions | None = None, **kwargs: Any
     ) -> None:
         fields = {name: kwargs.pop(name) for name in CitationOptions.model_fields if name in kwargs}
-        if options is not None and fields:
-            raise TypeError(f"{', '.join(fields)} given twice: pass the options either as options= or as keywords")
-        super().__init__(options=CitationOptions(**fields) if options is None else options, **kwargs)
+        super().__init__(options=CitationOptions.merged(options, **fields), **kwargs)
         if attributor is not None and not isinstance(attributor, AttributorLike):
             raise TypeError(f"attributor must be an Attributor or RemoteAttributor, not {type(attributor).__name__}")
         self._attributor = attributor
@@ -119,7 +117,7 @@ class AttriBoTPostprocessor(BaseNodePostprocessor):
             )
         except Exception as error:  # never break the user's query
             logger.exception("attribot: attribution failed; the answer is returned without citations")
-            citations = failed(answer, error, question, options)
+            citations = CitationResult.failed(answer, error, question, options)
         dispatcher.event(AttributionEndEvent(result=citations))
         return citations
 

@@ -3,59 +3,19 @@ LLM read it in, the core's citation view out (ranking, HTML and JSON are all the
 
 from __future__ import annotations
 
-from llama_index.core.bridge.pydantic import Field
 from llama_index.core.schema import MetadataMode, NodeWithScore
 
-from attribot_rag import AttributionResult, CitationOptions, Citations, Document
-from attribot_rag.api.citations import JsonSafeModel, Source
-from attribot_rag.api.html import notebook_frame, render_failed
+from attribot_rag import Document
+from attribot_rag.api.citation_result import BaseCitationResult
+from attribot_rag.api.citations import Source
 from attribot_rag.core.spans import split_sentences
 
 
-class CitationResult(JsonSafeModel):
-    """The citations of one query or chat answer (``response.metadata["citation_result"]``).
-
-    ``documents``: the nodes with text the postprocessor passed on, in order
-    (``Source.span.doc_index`` indexes it; ``node_range``/``document_range`` place a source in
-    its node's text and its source document); ``unseen``: those the LLM never read.
-    ``citations`` is the core's view; when attribution failed it is the error form (the answer
-    uncited, ``error`` saying why, no ``attribution``). ``options``: what drew the citations.
-    """
-
-    question: str | None = None
-    answer: str
-    citations: Citations
-    attribution: AttributionResult | None = None
-    documents: list[NodeWithScore] = Field(default_factory=list)
-    unseen: list[NodeWithScore] = Field(default_factory=list)
-    options: CitationOptions = CitationOptions()
-
-    @property
-    def error(self) -> str | None:
-        return self.citations.error
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def cited_answer(self, scores: bool = False) -> str:
-        """The answer with ``[n]`` after each supported claim and the numbered sources."""
-        return self.citations.cited_answer(scores)
-
-    def to_html(self, heading: str | None = None) -> str:
-        """A self-contained HTML page of the answer and its citations, or of why it has none."""
-        if self.attribution is None:
-            why = self.error or "nothing to attribute (no node the LLM read, or an empty answer)"
-            return render_failed(self.answer, why, heading)
-        options = self.options
-        return self.attribution.to_html(heading, options.per_claim, options.min_score, options.min_share)
-
-    def _repr_html_(self) -> str:
-        return notebook_frame(self.to_html())
-
-    def document_of(self, source: Source) -> NodeWithScore:
-        """The node a numbered source is a sentence of."""
-        return self.documents[source.span.doc_index]
+class CitationResult(BaseCitationResult[NodeWithScore]):
+    """The citations of one query or chat answer (``response.metadata["citation_result"]``;
+    ``attribot_rag.api.citation_result``): ``documents``, the nodes with text the postprocessor
+    passed on, in order; ``node_range``/``document_range`` place a source in its node's text and
+    its source document."""
 
     def node_range(self, source: Source) -> tuple[int, int]:
         """Where the source's sentence lies in its node's text (``node.get_content()``)."""
@@ -89,8 +49,3 @@ def document(node: NodeWithScore) -> Document:
     body = content[max(text_start, 0) :]
     sentences = [body[start:end] for start, end in split_sentences(body)]
     return Document(text=content, id=node.node.ref_doc_id or node.node.node_id, sentences=sentences)
-
-
-def failed(answer: str, error: BaseException | str, question: str | None, options: CitationOptions) -> CitationResult:
-    """The error form: the answer kept, uncited, and why."""
-    return CitationResult(question=question, answer=answer, citations=Citations.failed(answer, error), options=options)

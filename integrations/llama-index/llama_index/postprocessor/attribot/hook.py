@@ -35,7 +35,7 @@ from llama_index.core.schema import NodeWithScore
 
 from attribot_rag.core.messages import Messages
 
-from .citations import CitationResult, failed
+from .citations import CitationResult
 
 if TYPE_CHECKING:
     from .base import AttriBoTPostprocessor
@@ -262,7 +262,7 @@ class Hook(BaseSpanHandler[_CallSpan], BaseEventHandler):
 
     def _failed(self, job: Job, answer: str, error: str) -> CitationResult:
         logger.error("attribot: %s; the answer is returned without citations", error)
-        return failed(answer, error, job.call.question, self._postprocessor.options)
+        return CitationResult.failed(answer, error, job.call.question, self._postprocessor.options)
 
     def job_of(self, response: Any) -> Job:
         job = self._jobs.get(id(response))
