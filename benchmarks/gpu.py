@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> dict:
         "dtype": str(dtype),
         "torch": torch.__version__,
         "repeats": args.repeats,
-        "default method": AttributionOptions().resolved().model_dump(include={"method", "rescore"}),
+        "default method": AttributionOptions().resolved().model_dump(include={"method", "rescore", "rescore_margin"}),
         "workloads": [],
     }
     plan = {large: args.large_methods, small: args.small_methods}
