@@ -14,6 +14,7 @@ from pathlib import Path
 
 import gguf
 import numpy as np
+import psutil
 import pytest
 
 from attribot_rag.cli import main
@@ -92,20 +93,23 @@ def converted(tiny: Path, tmp_path: Path) -> Path:
 def test_a_killed_conversion_leaves_no_staging_behind_and_modes_follow_the_umask(tiny: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
-    # A conversion that hangs in the model load, killed with SIGKILL as a user's Ctrl-\ or the
-    # OOM killer would: no finally clause runs.
+    # A conversion that hangs once its files are written, before their manifest, killed with
+    # SIGKILL as a user's Ctrl-\ or the OOM killer would: no finally clause runs.
+    hanging = tmp_path / "hanging"
     hang = (
-        "import time, sys; from pathlib import Path; from attribot_rag.core import models\n"
-        "models.AutoModelForCausalLM.from_pretrained = lambda *a, **k: time.sleep(600)\n"
+        "import time; from pathlib import Path; from attribot_rag.core import models\n"
+        f"models._write_manifest = lambda d: (Path({str(hanging)!r}).touch(), time.sleep(600))\n"
         f"models.convert_gguf(Path({str(tiny)!r}), Path({str(cache / 'tiny')!r}))"
     )
     child = subprocess.Popen([sys.executable, "-c", hang])
     deadline = time.monotonic() + 120
-    while not list(cache.glob(".tiny.partial-*")) and time.monotonic() < deadline and child.poll() is None:
+    while not hanging.exists() and time.monotonic() < deadline and child.poll() is None:
         time.sleep(0.1)
     child.kill()
     child.wait()
-    assert len(list(cache.glob(".tiny.partial-*"))) == 1, "the conversion stages its files next to the cache entry"
+    staged = list(cache.glob(".tiny.partial-*"))
+    assert len(staged) == 1, "the conversion stages its files next to the cache entry"
+    assert (staged[0] / "model.safetensors").is_file()
 
     umask = os.umask(0o027)
     try:
@@ -120,6 +124,25 @@ def test_a_killed_conversion_leaves_no_staging_behind_and_modes_follow_the_umask
         "files get the umask's modes, not mkdtemp's 0600"
     )
     assert load_model(str(target)).model.config.hidden_size == 16
+
+
+def test_the_conversion_child_ends_with_its_parent(tmp_path: Path) -> None:
+    """The de-quantizing child of a conversion killed mid-way stops, instead of going on writing
+    hundreds of MB into a staging directory the next conversion removes (the embedded model's
+    conversion takes long enough to kill its parent while the child works)."""
+    convert = f"from pathlib import Path; from attribot_rag.core import models; models.convert_gguf(models.embedded_gguf(), Path({str(tmp_path / 'model')!r}))"
+    parent = psutil.Popen([sys.executable, "-c", convert])
+    deadline = time.monotonic() + 120
+    while not parent.children() and time.monotonic() < deadline and parent.poll() is None:
+        time.sleep(0.05)
+    children = parent.children()
+    assert children, "the conversion runs in a child process"
+    time.sleep(1)  # the child is importing or de-quantizing
+    parent.kill()
+    parent.wait()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, "the child outlived its killed parent"
+    assert not (tmp_path / "model").exists()
 
 
 def _header_length_2_62(model: Path) -> None:

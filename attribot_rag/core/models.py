@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -61,9 +62,9 @@ def _dequantize(gguf: Path, directory: Path) -> None:
     """Write the GGUF model ``gguf`` as float32 safetensors into ``directory``, in a child
     process: de-quantizing shows transformers' and tqdm's progress bars, which only a process of
     our own may turn off (their switches are process-wide), and a failed conversion leaves this
-    process as it was."""
+    process as it was. The child ends with this process (``_exit_with``)."""
     child = subprocess.run(
-        [sys.executable, "-m", "attribot_rag.core.models", str(gguf), str(directory)],
+        [sys.executable, "-m", "attribot_rag.core.models", str(gguf), str(directory), str(os.getpid())],
         env={**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -73,6 +74,19 @@ def _dequantize(gguf: Path, directory: Path) -> None:
     if child.returncode != 0:
         why = child.stderr.strip().splitlines()[-1:] or [f"exit status {child.returncode}"]
         raise RuntimeError(f"converting {gguf.name} to safetensors failed: {why[0]}")
+
+
+def _exit_with(parent: int) -> None:
+    """End this process as soon as ``parent`` is gone (this one is then reparented): the child
+    of a killed conversion must not go on writing into a staging directory that the next
+    conversion removes as stale."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="attribot-conversion-watch", daemon=True).start()
 
 
 def _write_safetensors(gguf: Path, directory: Path) -> None:
@@ -360,5 +374,6 @@ def load_model(
     return LoadedModel(loaded, tokenizer, EMBEDDED_NAME if model is None else str(model))
 
 
-if __name__ == "__main__":  # the child process of ``_dequantize``
+if __name__ == "__main__":  # the child process of ``_dequantize``: GGUF, directory, parent's pid
+    _exit_with(int(sys.argv[3]))
     _write_safetensors(Path(sys.argv[1]), Path(sys.argv[2]))
