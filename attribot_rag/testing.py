@@ -9,12 +9,16 @@ runs from its own directory with the same fixture and tiers. A ``conftest.py`` i
   loads a model otherwise marks itself), so ``pytest -m "not model"`` is the fast tier;
   ``slow`` marks tests of more than about 30 s on one CPU thread; ``cuda`` tests are skipped
   where CUDA is not available.
+- ``generating()``, ``generation_ends(seconds)``: whether a streamed answer's generation
+  thread still runs, and waiting for it to stop (the streaming tests of both integrations).
 - Offline: no test reaches the Hugging Face hub.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -58,3 +62,18 @@ def attributor() -> Attributor:
     from .api.attributor import shared_attributor
 
     return shared_attributor()
+
+
+def generating() -> bool:
+    """Whether a streamed generation is still running (its thread holds the model)."""
+    from .api.streaming import STREAM_THREAD
+
+    return any(t.name == STREAM_THREAD and t.is_alive() for t in threading.enumerate())
+
+
+def generation_ends(seconds: float = 10) -> bool:
+    """Whether every streamed generation stops within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while generating() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not generating()

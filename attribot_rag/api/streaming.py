@@ -16,6 +16,9 @@ from ..core.prompt import TokenizedText
 if TYPE_CHECKING:
     from .attributor import Attributor
 
+STREAM_THREAD = "attribot-stream"
+"""The name of the thread that generates a streamed answer (tests wait for it to end)."""
+
 
 class _Stopped(StoppingCriteria):
     """Ends generation once the reader is gone, so that the model is not held for nobody."""
@@ -66,7 +69,7 @@ def stream_chat(
             failure.append(error)
         streamer.end()  # wake the reader: generation failed or was never started
 
-    worker = threading.Thread(target=generate, name="attribot-stream", daemon=True)
+    worker = threading.Thread(target=generate, name=STREAM_THREAD, daemon=True)
     worker.start()
     try:
         yield from _stripped(streamer)

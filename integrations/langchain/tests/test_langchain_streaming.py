@@ -4,27 +4,15 @@ the reply ``invoke`` gives, stop markers included."""
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 from langchain_attribot.local_models import AttributorChatModel, _until_stop
 
+from attribot_rag.testing import generating, generation_ends
+
 MESSAGES = [("human", "Name the colours of the rainbow, in order, separated by commas.")]
-
-
-def _generating() -> bool:
-    """Whether a streamed generation is still running (its thread holds the model)."""
-    return any(t.name == "attribot-stream" and t.is_alive() for t in threading.enumerate())
-
-
-def _ends_soon(seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while _generating() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return not _generating()
 
 
 def test_stream_yields_pieces_while_the_model_generates(attributor: Any) -> None:
@@ -32,12 +20,12 @@ def test_stream_yields_pieces_while_the_model_generates(attributor: Any) -> None
     pieces, generating_at_first = [], False
     for chunk in model.stream(MESSAGES):
         if not pieces:
-            generating_at_first = _generating()
+            generating_at_first = generating()
         pieces.append(chunk.content)
     assert generating_at_first, "the first piece came only after the whole generation"
     assert len([piece for piece in pieces if piece]) > 1  # LangChain may add an empty last chunk
     assert "".join(pieces) == model.invoke(MESSAGES).content
-    assert _ends_soon()
+    assert generation_ends()
 
 
 def test_stream_cuts_at_a_stop_marker_as_invoke_does_and_a_reader_that_leaves_ends_generation(
@@ -48,11 +36,11 @@ def test_stream_cuts_at_a_stop_marker_as_invoke_does_and_a_reader_that_leaves_en
     marker = whole.split()[len(whole.split()) // 2]  # a word in the middle of the reply
     streamed = "".join(chunk.content for chunk in model.stream(MESSAGES, stop=[marker]))
     assert streamed == model.invoke(MESSAGES, stop=[marker]).content == whole.split(marker, 1)[0]
-    assert _ends_soon()
+    assert generation_ends()
     stream = model.stream(MESSAGES)
     next(stream)
     stream.close()  # the reader is gone: the model is not held for nobody
-    assert _ends_soon()
+    assert generation_ends()
 
 
 @given(

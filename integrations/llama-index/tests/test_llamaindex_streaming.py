@@ -5,26 +5,14 @@ and the pieces add up to exactly the non-streamed reply."""
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.postprocessor.attribot.local_models import AttributorLLM
 
+from attribot_rag.testing import generating, generation_ends
+
 PROMPT = "Name the colours of the rainbow, in order, separated by commas."
-
-
-def _generating() -> bool:
-    """Whether a streamed generation is still running (its thread holds the model)."""
-    return any(t.name == "attribot-stream" and t.is_alive() for t in threading.enumerate())
-
-
-def _ends_soon(seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while _generating() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return not _generating()
 
 
 def _check(responses: list[tuple[str, str, bool]], expected: str) -> None:
@@ -32,16 +20,16 @@ def _check(responses: list[tuple[str, str, bool]], expected: str) -> None:
     assert responses[0][2], "the first piece came only after the whole generation"
     assert len(responses) > 1 and all(delta for _, delta, _ in responses)
     assert "".join(delta for _, delta, _ in responses) == responses[-1][0] == expected
-    assert _ends_soon()
+    assert generation_ends()
 
 
 def test_stream_complete_and_stream_chat_yield_pieces_while_the_model_generates(attributor: Any) -> None:
     llm = AttributorLLM(attributor, max_new_tokens=32)
     expected = llm.complete(PROMPT).text
-    _check([(r.text, r.delta, _generating()) for r in llm.stream_complete(PROMPT)], expected)
+    _check([(r.text, r.delta, generating()) for r in llm.stream_complete(PROMPT)], expected)
     messages = [ChatMessage(role=MessageRole.USER, content=PROMPT)]
     assert llm.chat(messages).message.content == expected
-    _check([(r.message.content, r.delta, _generating()) for r in llm.stream_chat(messages)], expected)
+    _check([(r.message.content, r.delta, generating()) for r in llm.stream_chat(messages)], expected)
 
 
 def test_async_streams_yield_pieces_while_the_model_generates(attributor: Any) -> None:
@@ -50,8 +38,8 @@ def test_async_streams_yield_pieces_while_the_model_generates(attributor: Any) -
     messages = [ChatMessage(role=MessageRole.USER, content=PROMPT)]
 
     async def run() -> tuple[list, list]:
-        completions = [(r.text, r.delta, _generating()) async for r in await llm.astream_complete(PROMPT)]
-        chats = [(r.message.content, r.delta, _generating()) async for r in await llm.astream_chat(messages)]
+        completions = [(r.text, r.delta, generating()) async for r in await llm.astream_complete(PROMPT)]
+        chats = [(r.message.content, r.delta, generating()) async for r in await llm.astream_chat(messages)]
         return completions, chats
 
     completions, chats = asyncio.run(run())
